@@ -1,0 +1,253 @@
+"""Experiment configs: YAML validated into typed, frozen pydantic objects.
+
+One `Experiment` holds one typed slice per pipeline stage. Unknown keys, wrong types and
+missing files are reported as one line naming the file and the dotted key (exit 2).
+`--set a.b=value` overrides are applied to the YAML tree before validation, so they are
+validated exactly like the file.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from bench.artifacts import content_hash
+from bench.config_base import StrictModel
+from bench.errors import InputError
+from bench.explain.config import ExplainConfig
+from bench.reason.config import ReasonConfig
+from bench.report.config import ReportConfig
+from bench.serve.config import ServeConfig
+from bench.train.config import TrainConfig
+from bench.tune.config import TuneConfig
+
+
+# ------------------------------------------------------------------------------ data sources
+class _Source(StrictModel):
+    name: str = Field(description="label used in tables, e.g. 'scifact'")
+    max_queries: Optional[int] = Field(None, ge=1, description="keep the first N queries (sorted ids)")
+
+
+class DemoSource(_Source):
+    loader: Literal["demo"]
+
+
+class BeirSource(_Source):
+    loader: Literal["beir"]
+    path: Path = Field(description="folder with corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    split: str = "test"
+
+
+class TrecDLSource(_Source):
+    loader: Literal["trec-dl"]
+    candidates: Path = Field(description="JSON: [{query, hits: [{qid, docid, content, rank, score}]}]")
+    qrels: Path
+    run: Optional[Path] = Field(None, description="optional TREC run file to use as first stage")
+
+
+class ClimateFeverSource(_Source):
+    loader: Literal["climate-fever"]
+    path: Path = Field(description="climate-fever.jsonl")
+    list_size: int = Field(10, ge=2, description="candidates per claim, padded with BM25 negatives")
+
+
+class BrightSource(_Source):
+    loader: Literal["bright"]
+    domain: str = Field(description="BRIGHT domain, e.g. biology")
+    examples: Optional[Path] = Field(None, description="local examples jsonl/jsonl.gz/parquet; else HF xlangai/BRIGHT")
+    documents: Optional[Path] = Field(None, description="local documents jsonl/parquet; else HF xlangai/BRIGHT")
+    qrels: Optional[Path] = None
+    long_documents: bool = False
+
+
+class IrDatasetsSource(_Source):
+    loader: Literal["ir_datasets"]
+    dataset_id: str = Field(description="ir_datasets id, e.g. beir/scifact/test")
+
+
+class HFSource(_Source):
+    loader: Literal["hf"]
+    repo: str = Field(description="Hugging Face dataset repo in BEIR layout (corpus/queries configs), e.g. BeIR/scifact")
+    qrels_repo: Optional[str] = Field(None, description="qrels repo, default '<repo>-qrels'")
+    split: str = "test"
+
+
+DataSource = Annotated[
+    Union[DemoSource, BeirSource, TrecDLSource, ClimateFeverSource, BrightSource, IrDatasetsSource, HFSource],
+    Field(discriminator="loader"),
+]
+
+
+class SplitConfig(StrictModel):
+    scheme: Literal["random", "dataset", "none"] = Field(
+        "random", description="random: seeded split of query ids; dataset: the loader's own; none: all test")
+    train: float = Field(0.8, ge=0, le=1)
+    valid: float = Field(0.1, ge=0, le=1)
+    test: float = Field(0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self):
+        if self.scheme == "random" and abs(self.train + self.valid + self.test - 1.0) > 1e-6:
+            raise ValueError(f"train+valid+test must sum to 1, got {self.train + self.valid + self.test:g}")
+        return self
+
+
+# ------------------------------------------------------------------------------ stages
+class RetrieveConfig(StrictModel):
+    method: Literal["bm25s", "pyserini", "candidates"] = Field(
+        "bm25s", description="bm25s (default), pyserini (optional extra), or the loader's candidate lists")
+    variant: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"] = "lucene"
+    k1: float = Field(0.9, gt=0)
+    b: float = Field(0.4, ge=0, le=1)
+    stemmer: Optional[str] = Field("english", description="PyStemmer language, or null for none")
+    stopwords: Optional[str] = Field("en", description="bm25s stopword list, or null for none")
+    depth: int = Field(100, ge=1, description="documents kept per query")
+    title_field: bool = Field(True, description="index title + text (BEIR 'flat' style)")
+
+
+class ScorerSpec(StrictModel):
+    """A model-based scorer: one batched call from (query, item) pairs to one score each."""
+
+    name: str = Field(description="system name in the leaderboard")
+    kind: Literal["relevance-token", "reward-head"] = "relevance-token"
+    model: str = Field(description="preset name (see `rerank-bench models`), HF hub id or local dir")
+    adapter: Optional[str] = Field(None, description="peft adapter dir applied on top of the model")
+    prompt: Literal["chat", "plain"] = "chat"
+    batch_size: int = Field(16, ge=1)
+    max_length: int = Field(512, ge=16)
+    params: Optional[str] = Field(None, description="parameter count label for tables, e.g. 135M")
+
+
+class RerankConfig(StrictModel):
+    depth: int = Field(10, ge=1, description="first-stage candidates re-ranked per query")
+    systems: list[ScorerSpec] = Field(default_factory=list)
+    actors: int = Field(1, ge=1, description="Ray actors scoring in parallel")
+    cpus_per_actor: float = Field(1.0, gt=0)
+    gpus_per_actor: float = Field(0.0, ge=0)
+
+
+class EvaluateConfig(StrictModel):
+    measures: list[str] = Field(default_factory=lambda: ["nDCG@5", "nDCG@10", "RR", "AP", "R@100"])
+    split: Literal["all", "train", "valid", "test"] = Field("all", description="queries evaluated")
+    baseline: str = Field("BM25", description="system every other is compared with")
+
+
+class RayConfig(StrictModel):
+    address: Optional[str] = Field(None, description="cluster address; default RAY_ADDRESS or a new local cluster")
+    num_cpus: Optional[int] = Field(None, ge=1, description="CPUs of a new local cluster")
+    num_gpus: Optional[int] = Field(None, ge=0)
+
+
+class Experiment(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 42
+    results_dir: Path = Path("results")
+    ray: RayConfig = RayConfig()
+    data: list[DataSource] = Field(min_length=1)
+    splits: SplitConfig = SplitConfig()
+    retrieve: RetrieveConfig = RetrieveConfig()
+    rerank: RerankConfig = RerankConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    # Optional stages: absent means the stage does not run.
+    train: Optional[TrainConfig] = None
+    explain: Optional[ExplainConfig] = None
+    reason: Optional[ReasonConfig] = None
+    tune: Optional[TuneConfig] = None
+    serve: Optional[ServeConfig] = None
+    report: ReportConfig = ReportConfig()
+
+    @field_validator("data")
+    @classmethod
+    def _unique_names(cls, sources):
+        names = [s.name for s in sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"data source names must be unique, repeated: {', '.join(dupes)}")
+        return sources
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.results_dir) / self.name
+
+    def hash(self) -> str:
+        return content_hash(self.model_dump(mode="json"))
+
+    def source(self, name: str):
+        for s in self.data:
+            if s.name == name:
+                return s
+        raise InputError(f"no data source named {name!r}")
+
+
+# ------------------------------------------------------------------------------ loading
+def _parse_value(text: str) -> Any:
+    """`--set` values are YAML scalars/flow values: 3, 0.5, true, null, [a, b], {k: v}."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(tree: dict, overrides: list[str], source: str) -> dict:
+    for item in overrides:
+        if "=" not in item:
+            raise InputError(f"--set {item!r}: expected key=value, e.g. rerank.depth=20")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node: Any = tree
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+                continue
+            if not isinstance(node, dict):
+                raise InputError(f"--set {key}: {'.'.join(parts[:i + 1])} is not a mapping")
+            node = node.setdefault(part, {})
+        last = parts[-1]
+        if isinstance(node, list) and last.isdigit() and int(last) < len(node):
+            node[int(last)] = _parse_value(value)
+        elif isinstance(node, dict):
+            node[last] = _parse_value(value)
+        else:
+            raise InputError(f"--set {key}: parent is not a mapping")
+    return tree
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    elif first["type"] == "union_tag_invalid":
+        msg = f"unknown loader {first.get('input', {}).get('loader') if isinstance(first.get('input'), dict) else ''!r}; expected one of {first['ctx']['expected_tags']}"
+    value = first.get("input")
+    shown = "" if first["type"] in ("missing", "union_tag_invalid") or isinstance(value, (dict, list)) else f" (got {value!r})"
+    more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""
+    return f"{source}: {loc}: {msg}{shown}{more}"
+
+
+_UNION_TAGS = {"demo", "beir", "trec-dl", "climate-fever", "bright", "ir_datasets", "hf"}
+
+
+def load_experiment(path: str | os.PathLike, overrides: list[str] | None = None) -> Experiment:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise InputError(f"invalid YAML{where}: {getattr(e, 'problem', e)}", source=path) from None
+    if not isinstance(tree, dict):
+        raise InputError("expected a mapping of config keys at the top level", source=path)
+    tree = apply_overrides(tree, overrides or [], str(path))
+    try:
+        return Experiment.model_validate(tree)
+    except ValidationError as e:
+        raise InputError(format_validation_error(e, str(path))) from None

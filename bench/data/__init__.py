@@ -1,0 +1,1 @@
+"""Data stage: load a collection from any source, split its queries, build training items."""

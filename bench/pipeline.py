@@ -1,0 +1,217 @@
+"""One pipeline, stage by stage, each stage a cached artifact keyed by what determines it.
+
+    data -> retrieve -> (pairs -> train) -> rerank -> (explain -> reason) -> evaluate -> report
+
+`Pipeline` memoises each stage's artifact in memory and on disk (`StageCache`), so
+`rerank-bench evaluate` after `rerank-bench retrieve` recomputes nothing that is already
+there, and an interrupted `run` resumes from its finished stages.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from bench.artifacts import StageCache, content_hash, file_sha256, write_json_atomic
+from bench.config import Experiment, ScorerSpec
+from bench.data.collection import Collection, Run
+from bench.provenance import stamp
+from bench.report.leaderboard import Leaderboard, SystemInfo
+
+log = logging.getLogger("bench")
+
+# Bump a stage's version when its code changes what it produces: old artifacts are then ignored.
+STAGE_VERSIONS = {"data": 1, "retrieve": 1, "rerank": 1, "evaluate": 1}
+STAGES = ("data", "retrieve", "rerank", "evaluate", "leaderboard")
+
+
+@dataclass
+class Dataset:
+    """A loaded collection with its splits and artifact key."""
+
+    name: str
+    collection: Collection
+    splits: dict[str, list[str]]
+    key: str
+    checksum: str
+
+    def qids(self, split: str) -> list[str]:
+        return sorted(self.collection.queries) if split == "all" else self.splits.get(split, [])
+
+
+@dataclass
+class SystemRun:
+    """A ranking produced by one system on one dataset, with its artifact key."""
+
+    info: SystemInfo
+    dataset: str
+    run: Run | None
+    key: str
+
+
+class Pipeline:
+    def __init__(self, exp: Experiment):
+        self.exp = exp
+        self.out_dir = exp.out_dir
+        self.cache = StageCache(self.out_dir)
+
+    # ---------------------------------------------------------------- data
+    @functools.cache
+    def dataset(self, name: str) -> Dataset:
+        from bench.data.loaders import load_source
+        from bench.data.splits import split_queries
+
+        src = self.exp.source(name)
+        key = content_hash("data", STAGE_VERSIONS["data"], src, self.exp.splits, self.exp.seed)
+
+        def build(tmp: Path) -> None:
+            col = load_source(src)
+            col.splits = split_queries(col, self.exp.splits, self.exp.seed)
+            col.save(tmp)
+
+        def load(path: Path) -> Dataset:
+            col = Collection.load(path)
+            return Dataset(name, col, col.splits or {}, key, col.checksum(path))
+
+        return self.cache.get_or_build("data", key, build, load, label=name)
+
+    def datasets(self) -> list[Dataset]:
+        return [self.dataset(s.name) for s in self.exp.data]
+
+    # ---------------------------------------------------------------- retrieve
+    @functools.cache
+    def first_stage(self, name: str) -> SystemRun:
+        ds = self.dataset(name)
+        cfg = self.exp.retrieve
+        if cfg.method == "candidates" or (ds.collection.candidates is not None and cfg.method == "bm25s"
+                                          and ds.collection.meta.get("partial_corpus")):
+            method = "candidates"  # a candidate-list collection (TREC DL top-100) can only use its lists
+        else:
+            method = cfg.method
+        key = content_hash("retrieve", STAGE_VERSIONS["retrieve"], ds.key, cfg, method)
+
+        def build(tmp: Path) -> None:
+            if method == "candidates":
+                if ds.collection.candidates is None:
+                    from bench.errors import InputError
+
+                    raise InputError(f"retrieve.method: 'candidates' but data source {name!r} has no candidate lists")
+                run = Run("BM25", ds.collection.candidates.scores)
+            elif method == "pyserini":
+                from bench.retrieve.pyserini_bm25 import pyserini_run
+
+                run = pyserini_run(ds.collection, cfg)
+            else:
+                from bench.retrieve.bm25 import bm25_run
+
+                run = bm25_run(ds.collection, cfg)
+            run.save_trec(tmp / "run.trec")
+
+        run = self.cache.get_or_build("retrieve", key, build, lambda p: Run.load_trec(p / "run.trec", "BM25"),
+                                      label=name)
+        return SystemRun(SystemInfo("BM25", kind="first-stage"), name, run, key)
+
+    # ---------------------------------------------------------------- rerank
+    def system_specs(self) -> list[tuple[ScorerSpec, SystemInfo]]:
+        """Every model-based system of the experiment: configured ones, then trained cells."""
+        from bench.models import PRESETS
+
+        specs = []
+        for spec in self.exp.rerank.systems:
+            preset = PRESETS.get(spec.model)
+            specs.append((spec, SystemInfo(spec.name, kind="zero-shot", params=spec.params or (preset.params if preset else ""),
+                                           family=preset.family if preset else "")))
+        return specs
+
+    def rerank_qids(self, name: str) -> list[str]:
+        return self.dataset(name).qids(self.exp.evaluate.split)
+
+    def rerank(self, name: str, spec: ScorerSpec, info: SystemInfo) -> SystemRun:
+        from bench.cluster import ensure_ray
+        from bench.rerank.stage import rerank_run
+
+        first = self.first_stage(name)
+        qids = self.rerank_qids(name)
+        cfg = self.exp.rerank
+        key = content_hash("rerank", STAGE_VERSIONS["rerank"], first.key, spec, cfg.depth, qids,
+                           _adapter_fingerprint(spec))
+
+        def build(tmp: Path) -> None:
+            ensure_ray(self.exp.ray)
+            run = rerank_run(self.dataset(name).collection, first.run, qids, spec, cfg)
+            run.save_trec(tmp / "run.trec")
+
+        run = self.cache.get_or_build("rerank", key, build, lambda p: Run.load_trec(p / "run.trec", spec.name),
+                                      label=f"{spec.name} on {name}")
+        return SystemRun(info, name, run, key)
+
+    def system_runs(self, name: str) -> list[SystemRun]:
+        runs = [self.first_stage(name)]
+        for spec, info in self.system_specs():
+            runs.append(self.rerank(name, spec, info))
+        return runs
+
+    # ---------------------------------------------------------------- evaluate
+    def evaluate(self, name: str) -> pd.DataFrame:
+        from bench.evaluate.ir import parse_measures, per_query
+
+        parse_measures(self.exp.evaluate.measures)  # fail on a bad measure before any work
+        ds = self.dataset(name)
+        runs = self.system_runs(name)
+        frames = []
+        for sr in runs:
+            if sr.run is None:
+                continue
+            key = content_hash("evaluate", STAGE_VERSIONS["evaluate"], ds.key, sr.key, self.exp.evaluate.measures,
+                               self.exp.evaluate.split, sr.info.name)
+
+            def build(tmp: Path, sr=sr) -> None:
+                df = per_query(sr.run, ds.collection.qrels, self.exp.evaluate.measures, name,
+                               ds.qids(self.exp.evaluate.split), system=sr.info.name)
+                df.to_csv(tmp / "per_query.csv", index=False)
+
+            frames.append(self.cache.get_or_build("evaluate", key, build,
+                                                  lambda p: pd.read_csv(p / "per_query.csv", dtype={"qid": str}),
+                                                  label=f"{sr.info.name} on {name}"))
+        return pd.concat(frames, ignore_index=True)
+
+    # ---------------------------------------------------------------- report
+    def leaderboard(self) -> Leaderboard:
+        per_query = pd.concat([self.evaluate(s.name) for s in self.exp.data], ignore_index=True)
+        systems = {"BM25": SystemInfo("BM25", kind="first-stage")}
+        systems.update({info.name: info for _, info in self.system_specs()})
+        prov = stamp(self.exp.hash(), self.exp.seed, {d.name: d.checksum for d in self.datasets()})
+        board = Leaderboard.from_per_query(per_query, systems, prov, baseline=self.exp.evaluate.baseline)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        per_query.to_csv(self.out_dir / "per_query.csv.tmp", index=False)
+        Path(self.out_dir / "per_query.csv.tmp").replace(self.out_dir / "per_query.csv")
+        paths = board.write(self.out_dir, f"Leaderboard: {self.exp.name}")
+        write_json_atomic(self.out_dir / "config.resolved.json", {"config": self.exp.model_dump(mode="json"),
+                                                                    "provenance": prov})
+        log.info("leaderboard: %s", paths["md"])
+        return board
+
+    def summary(self) -> str:
+        done = len(self.cache.computed)
+        reused = len(self.cache.reused)
+        if done == 0:
+            return f"nothing to recompute: all {reused} stage artifacts were cached"
+        return f"{done} stage artifacts computed, {reused} reused from cache"
+
+
+def _adapter_fingerprint(spec: ScorerSpec) -> str | None:
+    """A trained adapter's identity is its weights' hash, so a retrained cell is re-scored."""
+    if not spec.adapter:
+        return None
+    weights = sorted(Path(spec.adapter).glob("*.safetensors"))
+    return ",".join(file_sha256(w) for w in weights) or spec.adapter
+
+
+def run_all(p: Pipeline) -> Leaderboard:
+    """The whole experiment, in stage order."""
+    for ds in p.datasets():
+        p.first_stage(ds.name)
+    return p.leaderboard()

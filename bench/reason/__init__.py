@@ -1,0 +1,1 @@
+"""Reason stage: natural-language explanations from an LLM, with and without attributions."""

@@ -1,0 +1,1 @@
+"""Report stage: leaderboard tables (Markdown, CSV, JSON), plots and the static site."""

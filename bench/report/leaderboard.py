@@ -1,0 +1,88 @@
+"""The leaderboard: one row per system (BM25 first), one column per (dataset, measure).
+
+Written as Markdown, CSV and JSON under `results/<experiment>/`, every file stamped with the
+config hash, package versions, git commit, data checksums and seed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from bench.artifacts import write_json_atomic, write_text_atomic
+
+
+@dataclass
+class SystemInfo:
+    name: str
+    kind: str = ""  # first-stage | zero-shot | trained
+    params: str = ""  # model size label
+    family: str = ""
+    method: str = ""
+    status: str = "ok"  # ok | failed
+    error: str = ""
+
+
+@dataclass
+class Leaderboard:
+    """Aggregated scores plus per-system metadata, ready to export."""
+
+    table: pd.DataFrame  # index: system; columns: MultiIndex (dataset, measure)
+    systems: dict[str, SystemInfo]
+    provenance: dict
+    extra_columns: dict[str, dict[str, float]] = field(default_factory=dict)  # e.g. faithfulness per system
+
+    @classmethod
+    def from_per_query(cls, per_query: pd.DataFrame, systems: dict[str, SystemInfo], provenance: dict,
+                       baseline: str = "BM25") -> "Leaderboard":
+        agg = per_query.groupby(["system", "dataset", "measure"], sort=False)["value"].mean()
+        table = agg.unstack(["dataset", "measure"]) if len(agg) else pd.DataFrame()
+        order = [baseline] if baseline in table.index else []
+        order += [s for s in systems if s in table.index and s not in order]
+        order += [s for s in table.index if s not in order]
+        table = table.reindex(order)
+        for name, info in systems.items():  # failed systems still get their row
+            if info.status != "ok" and name not in table.index:
+                table.loc[name] = float("nan")
+        return cls(table, systems, provenance)
+
+    def flat(self) -> pd.DataFrame:
+        """Flat table with metadata columns, as written to CSV and Markdown."""
+        datasets = {d for d, _ in self.table.columns}
+        flat = self.table.copy()
+        flat.columns = [m if len(datasets) == 1 else f"{d} {m}" for d, m in self.table.columns]
+        for col, values in self.extra_columns.items():
+            flat[col] = [values.get(s, float("nan")) for s in flat.index]
+        meta = pd.DataFrame({
+            "params": [self.systems.get(s, SystemInfo(s)).params for s in flat.index],
+            "status": [self.systems.get(s, SystemInfo(s)).status for s in flat.index],
+        }, index=flat.index)
+        out = pd.concat([meta, flat], axis=1)
+        out.index.name = "system"
+        return out
+
+    def to_markdown(self, title: str) -> str:
+        flat = self.flat()
+        notes = [f"- {name}: failed: {info.error}" for name, info in self.systems.items() if info.status != "ok"]
+        prov = self.provenance
+        lines = [f"# {title}", "", flat.to_markdown(floatfmt=".4f"), ""]
+        if notes:
+            lines += ["Failed systems:", *notes, ""]
+        lines.append(f"config {prov.get('config_hash')} · seed {prov.get('seed')} · "
+                     f"rerank-bench {prov.get('versions', {}).get('rerank-bench')} · "
+                     f"commit {str(prov.get('git_commit'))[:10]}")
+        return "\n".join(lines) + "\n"
+
+    def write(self, out_dir: Path, title: str, stem: str = "leaderboard") -> dict[str, Path]:
+        out_dir = Path(out_dir)
+        flat = self.flat()
+        paths = {"md": out_dir / f"{stem}.md", "csv": out_dir / f"{stem}.csv", "json": out_dir / f"{stem}.json"}
+        write_text_atomic(paths["md"], self.to_markdown(title))
+        write_text_atomic(paths["csv"], flat.to_csv(float_format="%.6f"))
+        rows = []
+        for system, row in flat.iterrows():
+            rows.append({"system": system, **{k: (None if pd.isna(v) else v) for k, v in row.items()},
+                         "info": vars(self.systems.get(system, SystemInfo(system)))})
+        write_json_atomic(paths["json"], {"title": title, "provenance": self.provenance, "rows": rows})
+        return paths

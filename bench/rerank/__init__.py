@@ -1,0 +1,1 @@
+"""Re-rank stage: score first-stage candidates with a model-based scorer in Ray actors."""

@@ -1,0 +1,1 @@
+"""First stage: BM25 (bm25s by default; Pyserini as an optional extra) -> Run."""

@@ -1,0 +1,1 @@
+"""Serve: a Ray Serve re-rank-and-explain API."""

@@ -1,0 +1,1 @@
+"""Tune: Ray Tune sweeps over hyperparameters, model size and SHAP top-k."""
