@@ -20,6 +20,7 @@ class SystemInfo:
     params: str = ""  # model size label
     family: str = ""
     method: str = ""
+    train_dataset: str = ""  # the collection a trained system learned from (cross-domain matrix)
     status: str = "ok"  # ok | failed
     error: str = ""
 
