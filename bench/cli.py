@@ -50,7 +50,9 @@ def _pipeline(args):
     from bench.config import load_experiment
     from bench.pipeline import Pipeline
 
-    return Pipeline(load_experiment(args.config, args.set))
+    pipeline = Pipeline(load_experiment(args.config, args.set))
+    pipeline.preflight()
+    return pipeline
 
 
 @command("data", "load and validate every data source, write the data artifacts, print a summary")

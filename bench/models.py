@@ -151,6 +151,20 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or os.sep in name and Path(name).expanduser().exists()
 
 
+def check_model(name: str) -> None:
+    """Fail fast (before any work) on a model name that cannot resolve; builds nothing."""
+    if name in PRESETS:
+        return
+    if _looks_like_path(name):
+        if not (Path(name).expanduser() / "config.json").is_file():
+            raise InputError(f"model path {name!r} is not a Hugging Face model directory (no config.json)")
+        return
+    if "/" in name and not name.startswith("/"):
+        return
+    raise InputError(f"unknown model {name!r}; expected a preset ({', '.join(PRESETS)}), "
+                     f"a hub id like org/name, or a local model directory")
+
+
 def resolve_model(name: str) -> str:
     """Preset name -> cached local dir (built on first use); path -> checked path; else hub id."""
     preset = PRESETS.get(name)

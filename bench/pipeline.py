@@ -26,6 +26,8 @@ log = logging.getLogger("bench")
 # Bump a stage's version when its code changes what it produces: old artifacts are then ignored.
 STAGE_VERSIONS = {"data": 1, "retrieve": 1, "rerank": 1, "evaluate": 1}
 STAGES = ("data", "retrieve", "rerank", "evaluate", "leaderboard")
+# Optional stages add their own cheap input checks here (called by `Pipeline.preflight`).
+PREFLIGHT_CHECKS: list = []
 
 
 @dataclass
@@ -57,6 +59,17 @@ class Pipeline:
         self.exp = exp
         self.out_dir = exp.out_dir
         self.cache = StageCache(self.out_dir)
+
+    def preflight(self) -> None:
+        """Cheap checks of everything a later stage would trip on, before any stage runs."""
+        from bench.evaluate.ir import parse_measures
+        from bench.models import check_model
+
+        parse_measures(self.exp.evaluate.measures)
+        for spec in self.exp.rerank.systems:
+            check_model(spec.model)
+        for check in PREFLIGHT_CHECKS:
+            check(self)
 
     # ---------------------------------------------------------------- data
     @functools.cache

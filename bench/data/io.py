@@ -44,7 +44,8 @@ def read_qrels(path: Path, *, trec: bool | None = None) -> dict[str, dict[str, i
             if not line.strip():
                 continue
             cols = line.split()
-            if lineno == 1 and cols and cols[0] in ("query-id", "qid", "query_id"):
+            if lineno == 1 and cols and (cols[0] in ("query-id", "qid", "query_id")
+                                         or (not trec and not cols[-1].lstrip("-").isdigit())):
                 continue  # BEIR header
             expected = 4 if (trec or (trec is None and len(cols) == 4)) else 3
             if len(cols) != expected:
