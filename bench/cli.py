@@ -166,4 +166,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m bench.cli`: run the importable `bench.cli` module's main, so subcommands that
+    # stage modules register with `from bench.cli import command` land in the same registry.
+    from bench.cli import main as _main
+
+    sys.exit(_main())
