@@ -99,13 +99,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-@command("leaderboard", "write results/<experiment>/leaderboard.{md,csv,json}")
-def cmd_leaderboard(args) -> int:
-    p = _pipeline(args)
-    board = p.leaderboard()
-    print(board.to_markdown(f"Leaderboard: {p.exp.name}"))
-    print(p.summary())
-    return 0
+# `leaderboard` (exports, --html site) and `verify` live in bench/report/commands.py.
 
 
 @command("run", "run the whole experiment: every stage, then the leaderboard")

@@ -64,8 +64,10 @@ class Pipeline:
         """Cheap checks of everything a later stage would trip on, before any stage runs."""
         from bench.evaluate.ir import parse_measures
         from bench.models import check_model
+        from bench.report.stage import check_report
 
         parse_measures(self.exp.evaluate.measures)
+        check_report(self)
         for spec in self.exp.rerank.systems:
             check_model(spec.model)
         for check in PREFLIGHT_CHECKS:
@@ -198,6 +200,9 @@ class Pipeline:
         systems.update({info.name: info for _, info in self.system_specs()})
         prov = stamp(self.exp.hash(), self.exp.seed, {d.name: d.checksum for d in self.datasets()})
         board = Leaderboard.from_per_query(per_query, systems, prov, baseline=self.exp.evaluate.baseline)
+        from bench.report.stage import add_significance
+
+        add_significance(board, per_query, self.exp)  # paired tests vs the baselines, marked in every export
         self.out_dir.mkdir(parents=True, exist_ok=True)
         per_query.to_csv(self.out_dir / "per_query.csv.tmp", index=False)
         Path(self.out_dir / "per_query.csv.tmp").replace(self.out_dir / "per_query.csv")

@@ -33,6 +33,10 @@ class Leaderboard:
     systems: dict[str, SystemInfo]
     provenance: dict
     extra_columns: dict[str, dict[str, float]] = field(default_factory=dict)  # e.g. faithfulness per system
+    # Paired tests against the baselines (bench.evaluate.significance.COLUMNS) and how they were run:
+    # {"baselines", "test", "correction", "alpha", "matrix_measure", "loaders": {dataset: loader}}.
+    significance: pd.DataFrame | None = None
+    report: dict = field(default_factory=dict)
 
     @classmethod
     def from_per_query(cls, per_query: pd.DataFrame, systems: dict[str, SystemInfo], provenance: dict,
@@ -64,6 +68,10 @@ class Leaderboard:
         return out
 
     def to_markdown(self, title: str) -> str:
+        if self.significance is not None:  # marked tables, legend, BEIR/BRIGHT layouts, cross-domain matrices
+            from bench.report.export import to_markdown
+
+            return to_markdown(self, title)
         flat = self.flat()
         notes = [f"- {name}: failed: {info.error}" for name, info in self.systems.items() if info.status != "ok"]
         prov = self.provenance
@@ -76,6 +84,10 @@ class Leaderboard:
         return "\n".join(lines) + "\n"
 
     def write(self, out_dir: Path, title: str, stem: str = "leaderboard") -> dict[str, Path]:
+        if self.significance is not None:  # every export format of bench.report.export
+            from bench.report.export import write_exports
+
+            return write_exports(self, Path(out_dir), title, stem)
         out_dir = Path(out_dir)
         flat = self.flat()
         paths = {"md": out_dir / f"{stem}.md", "csv": out_dir / f"{stem}.csv", "json": out_dir / f"{stem}.json"}

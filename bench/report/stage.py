@@ -1,0 +1,44 @@
+"""Report stage: significance against the baselines, attached to the leaderboard before export."""
+from __future__ import annotations
+
+import pandas as pd
+
+from bench.errors import InputError
+
+
+def baselines_of(exp) -> list[str]:
+    return list(exp.report.baselines) or [exp.evaluate.baseline]
+
+
+def add_significance(board, per_query: pd.DataFrame, exp) -> None:
+    """Paired tests of every system against the baselines; fills `board.significance` and `board.report`."""
+    from bench.evaluate.significance import compare
+
+    cfg = exp.report
+    baselines = baselines_of(exp)
+    board.significance = compare(per_query, baselines, test=cfg.test, correction=cfg.correction, alpha=cfg.alpha,
+                                 ci_measure=cfg.ci_measure, seed=exp.seed, n_resamples=cfg.bootstrap_resamples,
+                                 confidence=cfg.confidence)
+    board.report.update({
+        "baselines": baselines, "test": cfg.test, "correction": cfg.correction, "alpha": cfg.alpha,
+        "ci_measure": cfg.ci_measure, "confidence": cfg.confidence, "matrix_measure": cfg.matrix_measure,
+        "exports": list(cfg.exports),
+        "loaders": {s.name: s.loader for s in exp.data},
+        "bright_domains": {s.name: s.domain for s in exp.data if s.loader == "bright"},
+    })
+
+
+def check_report(pipeline) -> None:
+    """Preflight: report measures parse, and the baselines are systems this experiment produces."""
+    from bench.evaluate.ir import parse_measures
+
+    exp = pipeline.exp
+    parse_measures([exp.report.ci_measure], "report.ci_measure")
+    parse_measures([exp.report.matrix_measure], "report.matrix_measure")
+    if exp.train is not None:  # trained systems are named by the train stage; checked when they exist
+        return
+    known = ["BM25"] + [s.name for s in exp.rerank.systems]
+    for b in baselines_of(exp):
+        if b not in known:
+            field = "report.baselines" if exp.report.baselines else "evaluate.baseline"
+            raise InputError(f"{field}: no system named {b!r}; expected one of {known}")
