@@ -122,6 +122,17 @@ def cmd_models(args) -> int:
     return 0
 
 
+@command("schema", "print the experiment config's JSON schema (every key, type, default and description)",
+         needs_config=False)
+def cmd_schema(args) -> int:
+    import json
+
+    from bench.config import Experiment
+
+    print(json.dumps(Experiment.model_json_schema(), indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rerank-bench", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"rerank-bench {__version__}")
@@ -147,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    for noisy in ("httpx", "filelock", "urllib3"):
+    for noisy in ("httpx", "filelock", "urllib3", "bm25s"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args) or 0

@@ -50,7 +50,7 @@ class BM25Index:
         return docs, scores
 
 
-def bm25_run(collection: Collection, cfg: RetrieveConfig, name: str = "BM25", show_progress: bool = True) -> Run:
+def bm25_run(collection: Collection, cfg: RetrieveConfig, name: str = "BM25", show_progress: bool = False) -> Run:
     """Retrieve `cfg.depth` documents per query from the whole corpus."""
     docids = list(collection.corpus)
     texts = [collection.corpus[d].full_text() if cfg.title_field else collection.corpus[d].text for d in docids]
