@@ -1,8 +1,40 @@
 """Config slice of the reason stage (pydantic only, light to import)."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import Field
+
 from bench.config_base import StrictModel
+
+# USD per 1M tokens (input, output), list prices when written; override in config.
+DEFAULT_PRICES = {"gpt-4o": (2.50, 10.00), "gpt-4o-mini": (0.15, 0.60), "gpt-4.1": (2.00, 8.00)}
 
 
 class ReasonConfig(StrictModel):
-    pass
+    """An LLM writes why each explained item was selected, with and without its top-k attributions."""
+
+    backend: Literal["local", "openai", "vllm"] = Field(
+        "local", description="local: transformers generation in-process; openai: any OpenAI-compatible endpoint "
+                             "(GPT-4o, `vllm serve`, Ray Serve LLM, `python -m bench.reason.openai_app`); "
+                             "vllm: in-process vLLM engines in Ray actors (GPU nodes, extra 'vllm')")
+    model: str = Field("smollm2-135m-instruct",
+                       description="local/vllm: preset, HF id or dir; openai: the served model name, e.g. gpt-4o")
+    base_url: Optional[str] = Field(None, description="openai: endpoint, e.g. http://127.0.0.1:8000/v1; "
+                                                      "default OPENAI_BASE_URL or api.openai.com")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai: name of the env var holding the key (never logged)")
+    variants: list[Literal["with", "without"]] = Field(
+        default_factory=lambda: ["with", "without"], description="prompts with and/or without attributions")
+    max_new_tokens: int = Field(128, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy")
+    concurrency: int = Field(4, ge=1, description="openai: requests in flight at once")
+    max_retries: int = Field(6, ge=0, description="openai: retries on 429 / 5xx / timeouts / connection errors")
+    timeout_s: float = Field(120.0, gt=0, description="openai: per-request timeout")
+    backoff_s: float = Field(1.0, ge=0, description="openai: first retry wait (exponential, jittered, max 30 s)")
+    batch_size: int = Field(8, ge=1, description="local: prompts generated together (left-padded)")
+    actors: int = Field(1, ge=1, description="vllm: engine actors")
+    gpus_per_actor: float = Field(1.0, ge=0, description="vllm: GPUs per engine actor")
+    prices: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICES), description="model -> USD per 1M (input, output) tokens")
+    cache_dir: Optional[Path] = Field(None, description="response cache; default results/<experiment>/llm_cache")
