@@ -1,0 +1,56 @@
+"""The paper's Table 1: rows methods, columns models, each cell "final training loss / pairwise accuracy".
+
+Pairwise accuracy = share of held-out (valid split) preference pairs whose chosen item the
+cell's single-neuron scorer scores above the rejected one.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from bench.artifacts import write_json_atomic, write_text_atomic
+from bench.train.config import METHOD_ORDER
+from bench.train.grid import CellResult
+
+
+def _fmt(r: CellResult) -> str:
+    if r.status != "ok":
+        return "failed"
+    loss, acc = r.metrics.get("final_loss"), r.metrics.get("pairwise_accuracy")
+    return f"{loss:.3f} / {'n/a' if acc is None else f'{acc:.3f}'}"
+
+
+def table1(results: list[CellResult]) -> pd.DataFrame:
+    datasets = list(dict.fromkeys(r.cell.dataset for r in results))
+    rows: dict[str, dict[str, str]] = {}
+    for r in results:
+        col = r.cell.entry.label + (f" @{r.cell.dataset}" if len(datasets) > 1 else "")
+        rows.setdefault(r.cell.method, {})[col] = _fmt(r)
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df = df.reindex([m for m in METHOD_ORDER if m in rows])
+    df.index.name = "method"
+    return df
+
+
+def write_table1(results: list[CellResult], out_dir: Path, provenance: dict, title: str) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    df = table1(results)
+    paths = {"md": out_dir / "table1.md", "csv": out_dir / "table1.csv", "json": out_dir / "table1.json"}
+    failed = [f"- {r.cell.name}: {r.error}" for r in results if r.status != "ok"]
+    md = [f"# {title}", "", "Each cell: final training loss / pairwise accuracy on held-out (valid split) pairs.", "",
+          df.to_markdown(), ""]
+    if failed:
+        md += ["Failed cells:", *failed, ""]
+    md.append(f"config {provenance.get('config_hash')} · seed {provenance.get('seed')} · "
+              f"commit {str(provenance.get('git_commit'))[:10]}")
+    write_text_atomic(paths["md"], "\n".join(md) + "\n")
+    write_text_atomic(paths["csv"], df.to_csv())
+    cells = [{"name": r.cell.name, "model": r.cell.entry.model, "label": r.cell.entry.label, "family": r.cell.family,
+              "params": r.cell.params, "method": r.cell.method, "dataset": r.cell.dataset, "key": r.cell.key,
+              "status": r.status, "error": r.error, "path": str(r.path) if r.path else None,
+              **{k: r.metrics.get(k) for k in ("final_loss", "train_loss", "pairwise_accuracy", "n_valid_pairs",
+                                               "steps", "samples", "seconds", "samples_per_s", "wall_seconds")}}
+             for r in results]
+    write_json_atomic(paths["json"], {"title": title, "provenance": provenance, "cells": cells})
+    return paths

@@ -1,0 +1,174 @@
+"""The training grid on a real local Ray cluster with real trl trainers and tiny models.
+
+Each test drives the real `rerank-bench` CLI in a subprocess (its own Ray cluster), so killing
+processes only ever touches what the test itself started.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cli
+
+TINY_HYPER = {"epochs": 1, "max_steps": 8, "batch_size": 4, "max_length": 192, "lr": 0.002, "lora_r": 4,
+              "lora_alpha": 8, "logging_steps": 2, "save_steps": 2}
+
+
+def grid_config(tmp_path: Path, methods, models=("tiny-qwen2",), name="grid", **train) -> dict:
+    return {
+        "name": name, "results_dir": str(tmp_path / "results"), "seed": 7,
+        "data": [{"name": "envri-demo", "loader": "demo"}],
+        "splits": {"scheme": "random", "train": 0.6, "valid": 0.2, "test": 0.2},
+        "ray": {"num_cpus": 2},
+        "rerank": {"depth": 10, "actors": 1},
+        "evaluate": {"measures": ["nDCG@5", "nDCG@10"], "split": "test"},
+        "train": {"models": [{"model": m} for m in models], "methods": list(methods), "hyper": dict(TINY_HYPER),
+                  "max_concurrent_cells": 1, **train},
+    }
+
+
+def start_cli(*args, log: Path) -> subprocess.Popen:
+    """The CLI in its own session, so that the test can stop it and its Ray cluster as one group."""
+    f = open(log, "w")
+    return subprocess.Popen([sys.executable, "-m", "bench.cli", *map(str, args)], stdout=f, stderr=subprocess.STDOUT,
+                            cwd=ROOT, start_new_session=True)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the CLI's process group (driver + the Ray cluster it started): a crash, not a shutdown."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
+    deadline = time.time() + 30
+    while time.time() < deadline:  # Ray's processes are in the group too; wait until they are gone
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+
+
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    tail = log.read_text()[-3000:] if log and log.exists() else ""
+    raise AssertionError(f"timed out waiting for {what}\n{tail}")
+
+
+def cell_dirs(results: Path, exp: str) -> dict[str, Path]:
+    """Finished cells by name (a cell is finished once its done-marker exists)."""
+    out = {}
+    for marker in (results / exp / "train").glob("*/_DONE.json"):
+        out[json.loads(marker.read_text())["cell"]] = marker.parent
+    return out
+
+
+def checkpoints(results: Path, exp: str, cell: str) -> list[Path]:
+    return sorted((results / exp / "train" / "ray").glob(f"{exp}-{cell}-*/checkpoint_*"))
+
+
+def test_interrupted_grid_resumes_skips_finished_cells_and_joins_the_leaderboard(tmp_path, write_config):
+    """Crash the whole run mid-grid; the re-run keeps the finished cell, resumes the other from its
+    checkpoint, and both trained cells get Table 1 entries and leaderboard rows."""
+    path = write_config(grid_config(tmp_path, ["sft", "rm"], name="resume"))
+    results = tmp_path / "results"
+    log1 = tmp_path / "run1.log"
+    proc = start_cli("run", path, log=log1)
+    try:
+        wait_for(lambda: "tiny-qwen2-sft" in cell_dirs(results, "resume"), 600, "the SFT cell to finish", proc, log1)
+        wait_for(lambda: checkpoints(results, "resume", "tiny-qwen2-rm"), 600, "an RM checkpoint", proc, log1)
+    finally:
+        kill_group(proc)
+    finished = cell_dirs(results, "resume")
+    assert set(finished) == {"tiny-qwen2-sft"}, "only the SFT cell had finished when the run was killed"
+    sft_mtime = (finished["tiny-qwen2-sft"] / "metrics.json").stat().st_mtime_ns
+
+    rerun = run_cli("run", path, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    finished = cell_dirs(results, "resume")
+    assert set(finished) == {"tiny-qwen2-sft", "tiny-qwen2-rm"}
+    assert (finished["tiny-qwen2-sft"] / "metrics.json").stat().st_mtime_ns == sft_mtime, "SFT cell was retrained"
+    assert "train tiny-qwen2-sft: state=cached" in rerun.stderr
+    assert "[train tiny-qwen2-rm] state=resuming" in rerun.stderr + rerun.stdout, "RM cell did not resume"
+
+    for cell in finished.values():
+        m = json.loads((cell / "metrics.json").read_text())
+        assert m["steps"] == TINY_HYPER["max_steps"] and m["loss_curve"] and 0.0 <= m["pairwise_accuracy"] <= 1.0
+        assert (cell / ("adapter" if (cell / "adapter").is_dir() else "model")).is_dir()
+    table = (results / "resume" / "table1.md").read_text()
+    assert "| sft " in table and "| rm " in table and "failed" not in table
+    rows = {r["system"]: r for r in json.loads((results / "resume" / "leaderboard.json").read_text())["rows"]}
+    assert list(rows)[0] == "BM25"
+    for name, method in (("tiny-qwen2-sft", "sft"), ("tiny-qwen2-rm", "rm")):
+        info = rows[name]["info"]
+        assert (info["kind"], info["method"], info["family"], info["status"]) == ("trained", method, "qwen2", "ok")
+        assert info["train_dataset"] == "envri-demo" and rows[name]["nDCG@10"] is not None
+
+
+def test_a_killed_train_worker_is_restarted_and_its_cell_completes(tmp_path, write_config):
+    tree = grid_config(tmp_path, ["sft"], name="kill", max_failures=2)
+    tree["train"]["hyper"].update(max_steps=16)
+    path = write_config(tree)
+    results, log = tmp_path / "results", tmp_path / "train.log"
+    proc = start_cli("train", path, log=log)
+    try:
+        wait_for(lambda: checkpoints(results, "kill", "tiny-qwen2-sft"), 600, "a first checkpoint", proc, log)
+        pid_file = next((results / "kill" / "train" / "running").glob("*/rank0.pid"))
+        pid = int(pid_file.read_text())
+        os.kill(pid, signal.SIGKILL)  # the Ray Train worker process, mid-cell
+        assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
+    finally:
+        kill_group(proc)
+    text = log.read_text()
+    assert "state=resuming" in text, "the restarted worker did not resume from the checkpoint"
+    assert int(pid_file.read_text()) != pid, "no new worker process was started"
+    cell = cell_dirs(results, "kill")["tiny-qwen2-sft"]
+    metrics = json.loads((cell / "metrics.json").read_text())
+    assert metrics["steps"] == 16 and metrics["pairwise_accuracy"] is not None
+    assert "| sft " in (results / "kill" / "table1.md").read_text()
+
+
+def test_deepspeed_zero2_on_cpu_trains_a_cell_and_its_loss_falls(tmp_path, write_config):
+    tree = grid_config(tmp_path, ["sft"], name="ds", deepspeed=str(ROOT / "configs/deepspeed/zero2-cpu.json"),
+                       backend="gloo")
+    tree["train"]["hyper"].update(max_steps=12, lr=0.01)
+    path = write_config(tree)
+    out = run_cli("train", path, timeout=900, env={"DS_BUILD_OPS": "0", "DS_ACCELERATOR": "cpu"})
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    assert "DeepSpeed" in out.stderr + out.stdout or "deepspeed" in (out.stderr + out.stdout).lower()
+    cell = cell_dirs(tmp_path / "results", "ds")["tiny-qwen2-sft"]
+    curve = json.loads((cell / "metrics.json").read_text())["loss_curve"]
+    assert len(curve) >= 3
+    assert curve[-1][1] < curve[0][1] * 0.8, f"loss did not fall: {curve}"
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"models": [{"model": "tiny-gpt"}]}, "unknown model 'tiny-gpt'; expected a preset (tiny-llama"),
+    ({"methods": ["sft", "kto"]}, "train.methods.1: Input should be 'sft', 'rm', 'dpo', 'ppo', 'grpo' or 'rloo'"),
+    ({"models": [{"model": "/no/such/model"}]}, "model path '/no/such/model' is not a Hugging Face model directory"),
+    ({"methods": ["sft", "ppo"]}, "method 'ppo' needs the reward model of its family: add 'rm' to train.methods"),
+    ({"datasets": ["scifact"]}, "train.datasets: unknown data source 'scifact'; expected one of envri-demo"),
+])
+def test_bad_grid_input_is_one_line_and_exit_2_before_training(tmp_path, write_config, change, expected):
+    tree = grid_config(tmp_path, ["sft"], name="bad")
+    tree["train"].update(change)
+    out = run_cli("train", write_config(tree), timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], out.stderr
+    assert not (tmp_path / "results" / "bad" / "train").exists(), "nothing may be trained or written"
