@@ -1,2 +1,56 @@
-"""`rerank-bench` subcommands of this stage (registered with `bench.cli.command`)."""
+"""`rerank-bench explain` and `rerank-bench reason` (registered with `bench.cli.command`)."""
 from __future__ import annotations
+
+from bench.cli import command, pipeline_from_args
+
+
+def _no_args(sp) -> None:
+    sp.epilog = "Configure with the experiment's 'explain:' (and 'reason:') sections; see README."
+
+
+def _stage(args, with_reason: bool) -> int:
+    from bench.errors import InputError
+
+    p = pipeline_from_args(args)
+    if p.exp.explain is None:
+        raise InputError(f"{args.config}: explain: section missing; add one (e.g. 'explain: {{top_items: 1}}')")
+    if with_reason and p.exp.reason is None:
+        raise InputError(f"{args.config}: reason: section missing; add one (e.g. 'reason: {{backend: local}}')")
+    p.preflight()
+    from bench.explain.steps import explained_systems
+
+    for ds in p.datasets():
+        for spec, info in explained_systems(p):
+            if with_reason:
+                items, summary = p.reason(ds.name, spec, info)
+                print(f"{ds.name}: {spec.name}: {summary['ok']}/{summary['prompts']} explanations "
+                      f"({summary['cached']} cached), {summary['prompt_tokens']}+{summary['completion_tokens']} tokens, "
+                      f"cost {summary['cost_usd']} USD")
+            else:
+                items = p.explain(ds.name, spec, info)
+                ok = sum(it["status"] in ("ok", "k_clamped") for it in items)
+                print(f"{ds.name}: {spec.name}: {ok}/{len(items)} items explained")
+            for it in items:
+                if it["status"] not in ("ok",):
+                    print(f"  {it['qid']}/{it['docid']}: {it['status']}: {it.get('message', '')}")
+    from bench.explain.steps import explanation_columns
+
+    cols = p.explanations() if with_reason else explanation_columns(p, reason=False)
+    print(f"outputs: {p.out_dir / 'explanations'}, {p.out_dir / 'figures'}, {p.out_dir / 'table3.md'}, "
+          f"{p.out_dir / 'explanations.json'}")
+    for col, values in cols.items():
+        print(f"  {col}: " + ", ".join(f"{s} {v:.4f}" for s, v in values.items()))
+    print(p.summary())
+    return 0
+
+
+@command("explain", "KernelSHAP word/token attributions of re-ranked items in Ray actors (+ faithfulness)",
+         add_args=_no_args)
+def cmd_explain(args) -> int:
+    return _stage(args, with_reason=False)
+
+
+@command("reason", "LLM explanations of explained items, with and without attributions (+ grounding, agreement)",
+         add_args=_no_args)
+def cmd_reason(args) -> int:
+    return _stage(args, with_reason=True)

@@ -111,6 +111,9 @@ def explain_system(p, name: str, spec, info) -> tuple[list[dict], str]:
 def reason_system(p, name: str, spec, info) -> tuple[list[dict], dict, str]:
     from bench.reason.stage import reason_items
 
+    memo = p.__dict__.setdefault("_reason_memo", {})  # once per process, even if asked twice
+    if (name, spec.name) in memo:
+        return memo[(name, spec.name)]
     cfg = p.exp.reason
     items, explain_key = explain_system(p, name, spec, info)
     key = content_hash("reason", VERSIONS["reason"], explain_key, cfg.model_dump(exclude=REASON_TRANSPORT))
@@ -132,10 +135,11 @@ def reason_system(p, name: str, spec, info) -> tuple[list[dict], dict, str]:
         return _read_jsonl(d / "items.jsonl"), json.loads((d / "summary.json").read_text())
 
     out, summary = p.cache.get_or_build("reason", key, build, load, label=f"{spec.name} on {name}")
+    memo[(name, spec.name)] = (out, summary, key)
     return out, summary, key
 
 
-def explanation_columns(p) -> dict[str, dict[str, float]]:
+def explanation_columns(p, reason: bool = True) -> dict[str, dict[str, float]]:
     """Run explain (+ reason) for every explained system, evaluate, write the user-facing outputs,
     and return the leaderboard's extra columns (system -> value)."""
     from bench.evaluate.explanations import explanation_metrics, table2_text
@@ -146,7 +150,7 @@ def explanation_columns(p) -> dict[str, dict[str, float]]:
     items, keys, usage = [], [], {}
     for ds in p.datasets():
         for spec, info in explained_systems(p):
-            if p.exp.reason is not None:
+            if reason and p.exp.reason is not None:
                 its, summary, key = reason_system(p, ds.name, spec, info)
                 usage[f"{spec.name} on {ds.name}"] = summary
             else:

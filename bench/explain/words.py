@@ -38,8 +38,12 @@ def segment(text: str, tokenizer=None, max_tokens: int | None = None) -> Segment
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         offsets = [tuple(o) for o in enc["offset_mapping"]]
         if max_tokens is not None and len(offsets) > max_tokens:
-            text = text[:offsets[max_tokens - 1][1]]
-            offsets = offsets[:max_tokens]
+            cut = offsets[max_tokens - 1][1]
+            if cut < len(text) and not text[cut].isspace():
+                space = max(text.rfind(" ", 0, cut), text.rfind("\n", 0, cut))
+                cut = space if space > 0 else cut  # do not end on half a word ("aerosol subty")
+            text = text[:cut]
+            offsets = [o for o in offsets[:max_tokens] if o[1] <= cut]
             truncated = True
     else:  # no offsets available: every whitespace word is one token
         offsets = [m.span() for m in _WS.finditer(text)]

@@ -8,11 +8,11 @@ It lets the reason stage's `openai` backend run offline, and lets tests exercise
 requests in arrival order (request n gets the n-th fault; later requests are served normally):
 `429` (rate limit), `500` (server error), `timeout` (sleeps --slow-s seconds, then answers 503
 without generating: the client has given up by then), `malformed` (HTTP 200 with no choices).
+`POST /admin/faults {"plan": [...]}` sets a new plan for the requests that follow.
 `GET /stats` reports how many requests arrived and how many generations each prompt got, so a
 test can check that no explanation was generated twice. Binds to 127.0.0.1 by default.
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI must see the real `Request` class in handler signatures.
 import argparse
 import asyncio
 import hashlib
@@ -81,6 +81,18 @@ def create_app(model: str, served_name: str | None = None, faults: list[str] | N
             return {"requests": state["requests"], "faults": dict(state["faults"]),
                     "generations": dict(state["generations"]),
                     "max_generations_per_prompt": max(state["generations"].values(), default=0)}
+
+    @app.post("/admin/faults")
+    async def set_faults(request: Request):
+        """Replace the fault plan; it applies to the requests that arrive from now on (tests)."""
+        body = await request.json()
+        new = [str(f) for f in body.get("plan", [])]
+        bad = [f for f in new if f not in FAULTS]
+        if bad:
+            return JSONResponse({"error": {"message": f"unknown fault {bad[0]!r}"}}, status_code=400)
+        with lock:
+            plan[:] = [None] * state["requests"] + new
+        return {"plan": new}
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):

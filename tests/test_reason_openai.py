@@ -1,0 +1,138 @@
+"""The reason stage through the real `openai` client over HTTP to the project's own
+OpenAI-compatible server (SmolLM2-135M-Instruct on 127.0.0.1), with injected faults."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bench.reason.config import ReasonConfig
+from bench.reason.stage import reason_items
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "smollm2-135m-instruct"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, proc: subprocess.Popen, limit_s: float = 240) -> None:
+    deadline = time.time() + limit_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stdout.read()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"server at {url} not ready in {limit_s}s")
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.reason.openai_app", "--model", MODEL, "--host", "127.0.0.1",
+                             "--port", str(port), "--slow-s", "20"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base + "/health", proc)
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def stats(base: str) -> dict:
+    return httpx.get(base + "/stats", timeout=5).json()
+
+
+def set_faults(base: str, plan: list[str]) -> None:
+    httpx.post(base + "/admin/faults", json={"plan": plan}, timeout=5).raise_for_status()
+
+
+def items(n: int, tag: str) -> list[dict]:
+    """Explained items as the explain stage writes them (the reason stage's input)."""
+    return [{"system": "smollm2", "dataset": "demo", "qid": f"{tag}{i}", "docid": f"d{i}", "rank": 1,
+             "query": f"hourly CO2 measurements from tall towers, site {i}", "url": f"https://example.org/{tag}/{i}",
+             "text": f"Hourly carbon dioxide mole fractions measured at tall tower station number {i} in Europe.",
+             "status": "ok", "message": "",
+             "topk": [{"index": 0, "word": "Hourly", "value": 0.31}, {"index": 2, "word": "dioxide", "value": 0.12}]}
+            for i in range(n)]
+
+
+def config(base: str, **kw) -> ReasonConfig:
+    return ReasonConfig(**{"backend": "openai", "model": MODEL, "base_url": base + "/v1", "max_new_tokens": 8,
+                           "concurrency": 3, "timeout_s": 15, "backoff_s": 0.05, "max_retries": 6, **kw})
+
+
+def test_429_500_and_timeouts_still_give_every_item_one_explanation_generated_once(server, tmp_path):
+    before = stats(server)
+    set_faults(server, ["429", "500", "timeout", "500", "429"])
+    out, summary = reason_items(items(3, "f"), config(server), tmp_path / "cache")
+    after = stats(server)
+    texts = [it["explanations"][v] for it in out for v in ("with", "without")]
+    assert all(t["status"] == "ok" and t["text"] for t in texts), texts
+    assert summary["ok"] == summary["prompts"] == 6
+    assert summary["attempts"] == 6 + 5  # every injected fault cost exactly one retry
+    faults = {k: after["faults"].get(k, 0) - before["faults"].get(k, 0) for k in ("429", "500", "timeout")}
+    assert faults == {"429": 2, "500": 2, "timeout": 1}
+    new_generations = {k: v - before["generations"].get(k, 0) for k, v in after["generations"].items()}
+    assert sorted(v for v in new_generations.values() if v) == [1] * 6  # none generated twice
+    assert summary["prompt_tokens"] > 0 and summary["completion_tokens"] > 0 and summary["cost_usd"] == 0.0
+
+    # a re-run is answered from the response cache: no request reaches the server
+    out2, summary2 = reason_items(items(3, "f"), config(server), tmp_path / "cache")
+    assert stats(server)["requests"] == after["requests"]
+    assert summary2["cached"] == 6 and summary2["prompt_tokens"] == 0
+    assert [it["explanations"]["with"]["text"] for it in out2] == [it["explanations"]["with"]["text"] for it in out]
+
+
+def test_malformed_answer_is_marked_and_the_other_items_are_kept(server, tmp_path):
+    set_faults(server, ["malformed"])
+    out, summary = reason_items(items(2, "m"), config(server, concurrency=1, variants=["with"]), tmp_path / "cache")
+    statuses = sorted(it["explanations"]["with"]["status"] for it in out)
+    assert statuses == ["malformed", "ok"]
+    bad = next(it for it in out if it["explanations"]["with"]["status"] == "malformed")
+    assert "no choices" in bad["explanations"]["with"]["message"]
+    assert summary["failed"] == {"malformed": 1}
+
+
+def test_unreachable_endpoint_marks_every_item_with_a_clear_message(tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}"
+    t0 = time.time()
+    out, summary = reason_items(items(2, "u"), config(dead, timeout_s=2), tmp_path / "cache")
+    assert time.time() - t0 < 60
+    for it in out:
+        for v in ("with", "without"):
+            e = it["explanations"][v]
+            assert e["status"] == "error" and "unreachable" in e["message"] and dead in e["message"]
+    assert summary["ok"] == 0 and summary["failed"] == {"error": 4}
+
+
+def test_api_key_is_never_logged_or_written(server, tmp_path, monkeypatch, caplog):
+    secret = "sk-test-DO-NOT-LEAK-4242"
+    monkeypatch.setenv("RB_TEST_KEY", secret)
+    set_faults(server, ["429"])
+    with caplog.at_level(logging.DEBUG):
+        out, summary = reason_items(items(1, "k"), config(server, api_key_env="RB_TEST_KEY"), tmp_path / "cache")
+    assert summary["ok"] == 2
+    assert secret not in caplog.text
+    assert secret not in json.dumps(out) + json.dumps(summary)
+    for f in (tmp_path / "cache").rglob("*"):
+        if f.is_file():
+            assert secret not in f.read_text()
