@@ -38,7 +38,10 @@ log = logging.getLogger("bench")
 # Never uploaded: environments, outputs, VCS and caches (Ray also honours .gitignore).
 EXCLUDES = [".venv", ".venv-*", "results", ".git", ".pytest_cache", "*.egg-info", "__pycache__", "build",
             "dist", ".whl", "*.pyc"]
-# Forwarded to the job when set here: switches that mean the same on any machine (no local paths).
+# Forwarded to the job's driver when set here: switches that mean the same on any machine (no
+# local paths). They go on the entrypoint's command line, not in the job's runtime_env: the
+# driver's own `ray.init(runtime_env={"env_vars": ...})` (bench.cluster) passes them on to its
+# workers, and Ray refuses a job whose runtime_env repeats a key the driver's sets.
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "RAY_USAGE_STATS_ENABLED")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
 BEGIN, END, FAIL = "RERANK-BENCH-ARCHIVE-BEGIN", "RERANK-BENCH-ARCHIVE-END", "RERANK-BENCH-FETCH-ERROR"
@@ -86,7 +89,7 @@ def project_dir() -> Path:
     return Path(bench.__file__).resolve().parents[1]
 
 
-def python_command(opts: SubmitOptions, argv: list[str]) -> str:
+def python_command(opts: SubmitOptions, argv: list[str], env: Optional[dict] = None) -> str:
     """A shell command running `python ARGV` with the cluster's python.
 
     `--python` wins. Otherwise: this virtual env's python when that path exists on the head
@@ -95,19 +98,21 @@ def python_command(opts: SubmitOptions, argv: list[str]) -> str:
     is right for a loopback cluster, an SSH tunnel (`ray dashboard`) and a kubectl port-forward.
     """
     args = shlex.join(argv)
+    prefix = shlex.join(["env", *(f"{k}={v}" for k, v in (env or {}).items())]) + " " if env else ""
     if opts.python:
-        return f"{shlex.quote(opts.python)} {args}"
+        return f"exec {prefix}{shlex.quote(opts.python)} {args}"
     if sys.prefix == sys.base_prefix:  # not in a virtual env: nothing of ours to look for
-        return f"python {args}"
+        return f"exec {prefix}python {args}"
     exe = shlex.quote(sys.executable)
-    return f'if [ -x {exe} ]; then PY={exe}; else PY=python; fi; exec "$PY" {args}'
+    return f'if [ -x {exe} ]; then PY={exe}; else PY=python; fi; exec {prefix}"$PY" {args}'
 
 
 def run_entrypoint(opts: SubmitOptions, config_rel: str, results_dir: str) -> str:
     argv = ["-m", "bench.cli", "run", config_rel]
     for s in [*opts.overrides, f"results_dir={results_dir}"]:
         argv += ["--set", s]
-    return python_command(opts, argv)
+    env = {"PYTHONUNBUFFERED": "1", **{k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}}
+    return python_command(opts, argv, env)
 
 
 def fetch_entrypoint(opts: SubmitOptions, remote_dir: str) -> str:
@@ -214,9 +219,7 @@ def submit_experiment(opts: SubmitOptions) -> int:
     if not PurePosixPath(opts.remote_results).is_absolute():
         raise InputError(f"--remote-results {opts.remote_results!r}: expected an absolute path on the head node")
     client = connect(opts.address)
-    env = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
-    env.update({k: os.environ[k] for k in FORWARDED_ENV if k in os.environ})
-    runtime_env = {"working_dir": str(wd), "excludes": EXCLUDES, "env_vars": env}
+    runtime_env = {"working_dir": str(wd), "excludes": EXCLUDES}
     entrypoint = run_entrypoint(opts, config_rel, opts.remote_results)
     job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
                                submission_id=f"rerank-bench-{exp.name}-{time.strftime('%Y%m%d-%H%M%S')}"
