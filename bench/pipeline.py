@@ -70,6 +70,10 @@ class Pipeline:
         check_report(self)
         for spec in self.exp.rerank.systems:
             check_model(spec.model)
+        if self.exp.train is not None:
+            from bench.train.grid import preflight as check_train
+
+            check_train(self)
         for check in PREFLIGHT_CHECKS:
             check(self)
 
@@ -129,6 +133,21 @@ class Pipeline:
                                       label=name)
         return SystemRun(SystemInfo("BM25", kind="first-stage"), name, run, key)
 
+    # ---------------------------------------------------------------- train
+    @functools.cache
+    def train_results(self) -> list:
+        """The training grid's cells (`bench.train.grid.CellResult`); Table 1 written alongside."""
+        if self.exp.train is None:
+            return []
+        from bench.train.grid import TrainGrid
+        from bench.train.table import write_table1
+
+        results = TrainGrid(self).run()
+        prov = stamp(self.exp.hash(), self.exp.seed, {d.name: d.checksum for d in self.datasets()})
+        paths = write_table1(results, self.out_dir, prov, f"Table 1: {self.exp.name}")
+        log.info("table 1: %s", paths["md"])
+        return results
+
     # ---------------------------------------------------------------- rerank
     def system_specs(self) -> list[tuple[ScorerSpec, SystemInfo]]:
         """Every model-based system of the experiment: configured ones, then trained cells."""
@@ -139,6 +158,9 @@ class Pipeline:
             preset = PRESETS.get(spec.model)
             specs.append((spec, SystemInfo(spec.name, kind="zero-shot", params=spec.params or (preset.params if preset else ""),
                                            family=preset.family if preset else "")))
+        from bench.train.grid import trained_system
+
+        specs.extend(trained_system(r, self.exp.train) for r in self.train_results())
         return specs
 
     def rerank_qids(self, name: str) -> list[str]:
@@ -166,7 +188,8 @@ class Pipeline:
     def system_runs(self, name: str) -> list[SystemRun]:
         runs = [self.first_stage(name)]
         for spec, info in self.system_specs():
-            runs.append(self.rerank(name, spec, info))
+            if info.status == "ok":  # a failed training cell keeps its leaderboard row, with its error
+                runs.append(self.rerank(name, spec, info))
         return runs
 
     # ---------------------------------------------------------------- evaluate
@@ -232,4 +255,5 @@ def run_all(p: Pipeline) -> Leaderboard:
     """The whole experiment, in stage order."""
     for ds in p.datasets():
         p.first_stage(ds.name)
+    p.train_results()
     return p.leaderboard()

@@ -72,12 +72,14 @@ def _family_of(entry: ModelEntry, model_dir: str) -> str:
 
 
 def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    # Ray wraps the worker's traceback; keep the innermost exception line.
-    for marker in ("Error: ", "Exception: "):
-        if marker in text and len(text) > 300:
-            text = text[text.rfind(marker) - 40:].split(" ", 1)[-1]
-    return f"{type(err).__name__}: {text[:300]}"
+    """Ray wraps a worker's traceback in its error: keep the innermost exception's line."""
+    import re
+
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    inner = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b.*:", ln)]
+    text = inner[-1] if inner else (lines[-1] if lines else "")
+    text = " ".join(text.split())[:300]
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 class TrainGrid:
@@ -167,12 +169,10 @@ class TrainGrid:
         return (self.root / "running" / c.key).resolve()
 
     def run(self, cells: list[Cell] | None = None) -> list[CellResult]:
-        from bench.cluster import ensure_ray
-
         cells = cells if cells is not None else self.plan()
         todo = [c for c in cells if not self.p.cache.is_done("train", c.key)]
         if todo:
-            ensure_ray(self.exp.ray)
+            self._start_ray()
         log.info("train: %d cells (%d finished earlier, %d to train, up to %d at a time)", len(cells),
                  len(cells) - len(todo), len(todo), self.cfg.max_concurrent_cells)
         futures: dict[str, Future] = {}
@@ -188,6 +188,20 @@ class TrainGrid:
         log.info("train: %d/%d cells ok%s", ok, len(results),
                  "" if ok == len(results) else f"; failed: {', '.join(r.cell.name for r in results if r.status != 'ok')}")
         return results
+
+    def _start_ray(self) -> None:
+        """Ray's local node gives up after 30 s when the machine is overloaded: try again."""
+        import ray
+        from tenacity import Retrying, retry_if_exception_message, stop_after_attempt, wait_fixed
+
+        from bench.cluster import ensure_ray
+
+        for attempt in Retrying(stop=stop_after_attempt(3), wait=wait_fixed(5), reraise=True,
+                                retry=retry_if_exception_message(match=".*timed out during startup.*"),
+                                before_sleep=lambda s: (log.warning("ray: node start timed out, retrying"),
+                                                        ray.shutdown())):
+            with attempt:
+                ensure_ray(self.exp.ray)
 
     def _run_cell(self, c: Cell, rm_future: Future | None) -> CellResult:
         rm_result: CellResult | None = rm_future.result() if rm_future is not None else None

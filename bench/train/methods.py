@@ -313,7 +313,9 @@ def _ppo_trainer(cfg: dict, common: dict, callback):
                      response_length=h["rl_response_length"], num_sample_generations=0, num_ppo_epochs=1,
                      num_mini_batches=1, local_rollout_forward_batch_size=h["batch_size"], stop_token="eos",
                      missing_eos_penalty=None, kl_coef=0.05)
-    trainer = PPOTrainer(args=args, processing_class=tok, model=_causal_lm(model_dir), ref_model=None,
+    # An explicit frozen reference model: trl's adapter-disabling path (ref_model=None with LoRA) reads
+    # `model.policy` through the DDP wrapper that every Ray Train worker gets, and fails.
+    trainer = PPOTrainer(args=args, processing_class=tok, model=_causal_lm(model_dir), ref_model=_causal_lm(model_dir),
                          reward_model=reward_model, train_dataset=data, value_model=value_model,
                          eval_dataset=data.select(range(min(len(data), h["batch_size"]))),
                          peft_config=_lora(cfg, "CAUSAL_LM"), callbacks=[callback])
@@ -396,7 +398,10 @@ def train_loop(cfg: dict) -> None:
         final = Path(work) / "final"
         if rank == 0:
             target = final / ("model" if cfg["hyper"]["full_finetune"] else "adapter")
-            trainer.save_model(str(target))
+            if cfg["method"] == "ppo":  # trl's PPO save_model misses the policy inside the DDP wrapper
+                trainer.accelerator.unwrap_model(trainer.model).policy.save_pretrained(str(target))
+            else:
+                trainer.save_model(str(target))
             if cfg["hyper"]["full_finetune"]:
                 tok.save_pretrained(str(target))
         if world > 1:
