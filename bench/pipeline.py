@@ -161,6 +161,10 @@ class Pipeline:
         from bench.train.grid import trained_system
 
         specs.extend(trained_system(r, self.exp.train) for r in self.train_results())
+        if self.exp.tune is not None:  # the sweep's best trial (selected on valid), once a sweep has run
+            from bench.tune.sweep import tuned_systems
+
+            specs.extend(tuned_systems(self))
         return specs
 
     def rerank_qids(self, name: str) -> list[str]:

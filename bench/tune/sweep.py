@@ -1,0 +1,458 @@
+"""Hyperparameter / model / method sweeps with Ray Tune: one trial = train + re-rank + validation nDCG.
+
+Each trial trains one cell in-process with the train stage's own trl trainer
+(`bench.train.methods.build_trainer`), with the trial's hyperparameters applied to the
+experiment's `train.hyper` (`model_copy(update=...)`). Every `report_every` optimizer steps it
+saves the adapter, re-ranks the VALIDATION queries' first-stage candidates with that scorer and
+reports validation measures to Tune, so ASHA can stop weak trials at its rungs. Nothing is ever
+selected on test: after the sweep the best trial's last checkpoint becomes the "tuned" system,
+which the pipeline re-ranks and evaluates on `evaluate.split` (test) like any other system.
+
+Artifacts under results/<exp>/tune/: ray/ (Tune's experiment state: resume point), trials.csv,
+best.json, best/ (the best trial's adapter or model), starts.log (one line per trial start).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from bench.artifacts import write_json_atomic, write_text_atomic
+from bench.errors import InputError
+from bench.tune.config import HYPER_NAMES, TuneConfig
+
+log = logging.getLogger("bench")
+
+SWEEP_NAME = "sweep"
+
+
+# ---------------------------------------------------------------------- what trials report
+def reported_metrics(exp) -> list[str]:
+    """Every metric a sweep trial reports; the objective must be one of them."""
+    measures = list(dict.fromkeys(["nDCG@10", *exp.evaluate.measures]))
+    return [f"valid_{m}" for m in measures] + ["train_loss", "step", "training_iteration"]
+
+
+def tune_root(p) -> Path:
+    return (p.out_dir / "tune").resolve()
+
+
+def storage_path(p) -> str:
+    sp = p.exp.tune.storage_path
+    if sp:
+        return sp if "://" in sp else str(Path(sp).expanduser().resolve())
+    return str(tune_root(p) / "ray")
+
+
+# ---------------------------------------------------------------------- checks (before any trial)
+def check_sweep(p) -> None:
+    """Bad input -> InputError (one line, exit 2) before Ray starts."""
+    from bench.evaluate.ir import parse_measures
+    from bench.models import check_model
+
+    cfg: TuneConfig = p.exp.tune
+    if cfg.space is None:
+        return
+    if base_train(p) is None:
+        raise InputError("tune.space: a hyperparameter sweep trains cells: add a `train:` (or `tune.train:`) slice "
+                         "(models, methods, hyper) as the base every trial starts from")
+    names = reported_metrics(p.exp)
+    if cfg.metric not in names:
+        raise InputError(f"tune.metric: {cfg.metric!r} is not reported by any trial; expected one of {', '.join(names)}")
+    parse_measures([m[len('valid_'):] for m in names if m.startswith("valid_")])
+    if p.exp.evaluate.split != "test":
+        raise InputError(f"evaluate.split: the tuned system is selected on valid and re-evaluated on test; "
+                         f"set evaluate.split: test (got {p.exp.evaluate.split!r})")
+    methods = cfg.space.get("method")
+    if "ppo" in (next(iter(methods.values())) if methods else base_train(p).methods[:1]):
+        raise InputError("tune.space.method: 'ppo' needs a trained reward model per trial and is not swept; "
+                         "sweep sft, rm, dpo, grpo or rloo")
+    models = cfg.space.get("model")
+    for m in (next(iter(models.values())) if models else []):
+        if not isinstance(m, str):
+            raise InputError(f"tune.space.model: expected model names, got {m!r}")
+        try:
+            check_model(m)
+        except InputError as e:
+            raise InputError(f"tune.space.model: {e}") from None
+    kinds = {next(iter(d)) for d in cfg.space.values()}
+    if cfg.search.type == "grid" and kinds - {"grid", "choice"}:
+        raise InputError(f"tune.search.type: grid needs grid/choice distributions only, got {sorted(kinds)}")
+    if cfg.search.type in ("optuna", "hyperopt") and "grid" in kinds:
+        raise InputError(f"tune.search.type: {cfg.search.type} does not take {{grid: ...}}; use {{choice: ...}}")
+    search_algorithm(cfg, p.exp.seed)  # a missing optional searcher fails here
+
+
+def search_algorithm(cfg: TuneConfig, seed: int):
+    s = cfg.search
+    seed = s.seed if s.seed is not None else seed
+    if s.type == "optuna":
+        try:
+            import optuna  # noqa: F401
+        except ImportError:
+            raise InputError("tune.search.type: optuna is not installed; pip install optuna") from None
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(seed=seed)
+    if s.type == "hyperopt":
+        try:
+            import hyperopt  # noqa: F401
+        except ImportError:
+            raise InputError("tune.search.type: hyperopt is not installed; pip install hyperopt") from None
+        from ray.tune.search.hyperopt import HyperOptSearch
+
+        return HyperOptSearch(random_state_seed=seed)
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=seed)
+
+
+def param_space(cfg: TuneConfig) -> dict:
+    from ray import tune
+
+    out = {}
+    for name, dist in cfg.space.items():
+        (kind, arg), = dist.items()
+        if kind == "grid" or (kind == "choice" and cfg.search.type == "grid"):
+            out[name] = tune.grid_search(list(arg))
+        elif kind == "choice":
+            out[name] = tune.choice(list(arg))
+        elif kind == "uniform":
+            out[name] = tune.uniform(*arg)
+        elif kind == "loguniform":
+            out[name] = tune.loguniform(*arg)
+        else:  # randint: inclusive bounds in the config, Tune's upper bound is exclusive
+            out[name] = tune.randint(arg[0], arg[1] + 1)
+    return out
+
+
+def scheduler(cfg: TuneConfig, max_reports: int):
+    if cfg.scheduler.type == "fifo":
+        from ray.tune.schedulers import FIFOScheduler
+
+        return FIFOScheduler()
+    from ray.tune.schedulers import ASHAScheduler
+
+    s = cfg.scheduler
+    return ASHAScheduler(time_attr="training_iteration", max_t=s.max_t or max(max_reports, s.grace_period + 1),
+                         grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+
+
+# ---------------------------------------------------------------------- data for trials
+def validation_candidates(p, dataset: str) -> dict:
+    """The validation queries' first-stage top-`rerank.depth` candidates and their qrels."""
+    ds = p.dataset(dataset)
+    run = p.first_stage(dataset).run
+    qids = ds.splits.get("valid", [])
+    if not qids:
+        raise InputError(f"splits.valid: a sweep selects on the validation split, but data source {dataset!r} "
+                         f"has no validation queries")
+    col = ds.collection
+    rows = [{"qid": q, "docid": d, "query": col.queries[q], "text": col.corpus[d].full_text()}
+            for q in qids for d, _ in run.ranked(q, p.exp.rerank.depth)]
+    return {"rows": rows, "qrels": {q: dict(col.qrels.get(q, {})) for q in qids}, "dataset": dataset}
+
+
+def base_train(p):
+    """The TrainConfig every trial starts from: tune.train, else the experiment's train slice."""
+    return p.exp.tune.train or p.exp.train
+
+
+def _base(p, models: list[str] | None = None) -> dict:
+    """Everything a trial needs that does not vary: the base cell's data and settings."""
+    from bench.models import resolve_model
+    from bench.pipeline import Pipeline
+    from bench.train.grid import TrainGrid
+
+    cfg = base_train(p)
+    if p.exp.train is not cfg:  # plan the base cell's data with the train stage's own code
+        q = Pipeline(p.exp.model_copy(update={"train": cfg}))
+        q.cache = p.cache
+    else:
+        q = p
+    cell = TrainGrid(q).plan()[0]
+    space = p.exp.tune.space or {}
+    if models is None:
+        models = next(iter(space["model"].values())) if "model" in space else [cfg.models[0].model]
+    for m in models:
+        resolve_model(m)  # build presets once here, not racing in every trial
+    return {"data": cell.data, "valid": validation_candidates(p, cell.dataset), "hyper": cfg.hyper.model_dump(),
+            "model": cfg.models[0].model, "method": cfg.methods[0], "prompt": cfg.prompt,
+            "score_batch_size": cfg.score_batch_size, "seed": cfg.hyper.seed if cfg.hyper.seed is not None else p.exp.seed,
+            "measures": list(dict.fromkeys(["nDCG@10", *p.exp.evaluate.measures])),
+            "report_every": p.exp.tune.report_every, "starts_log": str(tune_root(p) / "starts.log"),
+            "threads": max(1, int(p.exp.tune.resources_per_trial.get("CPU", 1)))}
+
+
+def planned_steps(hyper: dict, data: dict, method: str) -> int:
+    if hyper.get("max_steps"):
+        return int(hyper["max_steps"])
+    n = len(data["train_pairs"] if method in ("rm", "dpo") else data["train_items"])
+    return max(1, math.ceil(hyper["epochs"] * n / (hyper["batch_size"] * hyper["grad_accum"])))
+
+
+# ---------------------------------------------------------------------- the trial
+def trial_cell(config: dict, base: dict) -> dict:
+    """The train stage's loop config for this trial: the base hyperparameters updated by the trial's."""
+    from bench.models import resolve_model
+    from bench.train.config import METHODS, Hyperparameters
+
+    update = {k: config[k] for k in HYPER_NAMES if k in config}
+    for k in ("epochs", "max_steps", "lora_r", "lora_alpha", "batch_size", "grad_accum", "warmup_steps"):
+        if k in update and k != "epochs":
+            update[k] = int(update[k])
+    # No HF checkpoints mid-trial: the trial reports its own adapter at every validation point.
+    update["save_steps"] = 10 ** 9
+    hyper = Hyperparameters(**base["hyper"]).model_copy(update=update)
+    hyper = Hyperparameters.model_validate(hyper.model_dump())  # re-validate the trial's values
+    method = config.get("method", base["method"])
+    model = config.get("model", base["model"])
+    return {"cell": f"trial-{model}-{method}", "method": method, "model": model, "model_dir": resolve_model(model),
+            "prompt": base["prompt"], "hyper": hyper.model_dump(), "seed": base["seed"],
+            "scorer_kind": METHODS[method][2], "score_batch_size": base["score_batch_size"], "use_gpu": False,
+            "cpus_per_worker": base["threads"], "data": base["data"], "deepspeed": None}
+
+
+def validation_scores(spec_kwargs: dict, valid: dict, measures: list[str]) -> dict[str, float]:
+    """Re-rank the validation candidates with the scorer and evaluate them (ir-measures)."""
+    from bench.config import ScorerSpec
+    from bench.data.collection import Run
+    from bench.evaluate.ir import per_query
+    from bench.rerank.scorers import build_scorer
+
+    scorer = build_scorer(ScorerSpec(**spec_kwargs))
+    rows = valid["rows"]
+    scores = scorer.score([r["query"] for r in rows], [r["text"] for r in rows])
+    run: dict[str, dict[str, float]] = {}
+    for r, s in zip(rows, scores):
+        run.setdefault(r["qid"], {})[r["docid"]] = float(s)
+    df = per_query(Run("trial", run), valid["qrels"], measures, valid["dataset"], list(valid["qrels"]))
+    means = df.groupby("measure")["value"].mean()
+    return {f"valid_{m}": float(means.get(str(_parsed(m)), float("nan"))) for m in measures}
+
+
+def _parsed(name: str):
+    import ir_measures
+
+    return ir_measures.parse_measure(name)
+
+
+def sweep_trial(config: dict, base: dict) -> None:
+    """Tune function trainable: train in chunks of `report_every` steps, report validation scores."""
+    import torch
+    from ray import tune
+    from transformers import TrainerCallback
+
+    from bench.train.methods import build_trainer
+
+    ctx = tune.get_context()
+    torch.set_num_threads(base["threads"])
+    torch.manual_seed(base["seed"])
+    with open(base["starts_log"], "a", encoding="utf-8") as f:  # one line per trial start (resume audit)
+        f.write(f"{ctx.get_trial_id()} {time.time():.3f}\n")
+    cfg = trial_cell(config, base)
+    total = planned_steps(cfg["hyper"], cfg["data"], cfg["method"])
+    planned_reports = math.ceil(total / base["report_every"])
+    work = Path(tempfile.mkdtemp(prefix="trial-"))
+    full = cfg["hyper"]["full_finetune"]
+
+    class ValidationReport(TrainerCallback):
+        """At every `report_every` steps: force a log line (for the loss), then evaluate and report."""
+
+        def __init__(self):
+            self.trainer = None
+            self.loss = float("nan")
+            self.pending = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step % base["report_every"] == 0 or state.global_step >= state.max_steps:
+                self.pending = state.global_step
+                control.should_log = True  # on_log follows in this same step
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.loss = float(logs["loss"])
+            if self.pending == state.global_step:
+                self.pending = None
+                self.report(state.global_step)
+
+        def report(self, step: int) -> None:
+            ckpt = work / f"step-{step}"
+            target = ckpt / ("model" if full else "adapter")
+            self.trainer.save_model(str(target))
+            spec = {"name": "trial", "kind": cfg["scorer_kind"], "prompt": cfg["prompt"],
+                    "max_length": cfg["hyper"]["max_length"], "batch_size": cfg["score_batch_size"]}
+            if full:
+                self.trainer.processing_class.save_pretrained(str(target))
+                spec["model"] = str(target)
+            else:
+                spec.update(model=cfg["model_dir"], adapter=str(target))
+            metrics = validation_scores(spec, base["valid"], base["measures"])
+            metrics.update(step=step, train_loss=self.loss, planned_reports=planned_reports,
+                           model=cfg["model"], method=cfg["method"])
+            (ckpt / "trial.json").write_text(json.dumps({"config": config, "metrics": metrics,
+                                                         "spec": {k: v for k, v in spec.items() if k != "adapter"}}))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(ckpt)))
+            shutil.rmtree(ckpt, ignore_errors=True)
+
+    callback = ValidationReport()
+    try:
+        trainer, _ = build_trainer(cfg, str(work / "hf"), callback, 1)
+        callback.trainer = trainer
+        trainer.train()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- the driver
+def run_sweep(p, resume: bool = False):
+    """Run (or resume) the sweep; write trials.csv, best.json and best/. Returns the ResultGrid."""
+    from ray import tune
+
+    from bench.cluster import ensure_ray
+
+    cfg: TuneConfig = p.exp.tune
+    check_sweep(p)
+    root = tune_root(p)
+    root.mkdir(parents=True, exist_ok=True)
+    base = _base(p)
+    ensure_ray(p.exp.ray)
+    trainable = tune.with_resources(tune.with_parameters(sweep_trial, base=base), dict(cfg.resources_per_trial))
+    path = os.path.join(storage_path(p), SWEEP_NAME)
+    if resume and tune.Tuner.can_restore(path):
+        log.info("tune: resuming the sweep at %s (finished trials are kept)", path)
+        tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, restart_errored=True)
+    else:
+        if resume:
+            log.info("tune: nothing to resume at %s; starting the sweep", path)
+        elif os.path.isdir(path):
+            shutil.rmtree(path)  # a fresh sweep: old trial state would otherwise mix in
+        steps = planned_steps(base["hyper"], base["data"], base["method"])
+        if "max_steps" in cfg.space:  # the largest value the space may give
+            (kind, arg), = cfg.space["max_steps"].items()
+            steps = int(max(arg))
+        max_reports = math.ceil(steps / cfg.report_every)
+        tuner = tune.Tuner(
+            trainable, param_space=param_space(cfg),
+            tune_config=tune.TuneConfig(metric=cfg.metric, mode=cfg.mode, num_samples=cfg.num_samples,
+                                        scheduler=scheduler(cfg, max_reports),
+                                        search_alg=search_algorithm(cfg, p.exp.seed),
+                                        max_concurrent_trials=cfg.max_concurrent_trials),
+            run_config=tune.RunConfig(name=SWEEP_NAME, storage_path=storage_path(p), verbose=1,
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                      failure_config=tune.FailureConfig(max_failures=0)))
+    started = time.time()
+    watcher = _InterruptWatcher()
+    logging.getLogger("ray.tune.tune").addHandler(watcher)
+    try:
+        grid = tuner.fit()
+    finally:
+        logging.getLogger("ray.tune.tune").removeHandler(watcher)
+    grid.interrupted = watcher.interrupted
+    log.info("tune: sweep %s after %.0fs", "interrupted" if watcher.interrupted else "finished", time.time() - started)
+    write_trials(p, grid, interrupted=watcher.interrupted)
+    return grid
+
+
+class _InterruptWatcher(logging.Handler):
+    """Tune handles Ctrl-C itself (saves its state, then returns from fit); its log line is the only trace."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.interrupted = False
+
+    def emit(self, record):
+        if "Stop signal received" in record.getMessage():
+            self.interrupted = True
+
+
+def write_trials(p, grid, interrupted: bool = False) -> dict | None:
+    """trials.csv (every trial, with how many reports it made and whether ASHA stopped it), best."""
+    import pandas as pd
+
+    cfg: TuneConfig = p.exp.tune
+    root = tune_root(p)
+    rows = []
+    trials = grid._experiment_analysis.trials  # same order as the ResultGrid's results
+    for r, trial in zip(grid, trials):
+        m = dict(r.metrics or {})
+        cfg_row = {f"config/{k}": v for k, v in (r.config or {}).items()}
+        iters = int(m.get("training_iteration", 0) or 0)
+        planned = int(m.get("planned_reports", 0) or 0)
+        state = trial.status
+        if r.error or state == "ERROR":
+            status = "error"
+        elif state != "TERMINATED" or (interrupted and not (planned and iters >= planned)):
+            status = "unfinished"  # interrupted sweep: --resume runs it
+        else:  # a terminated trial with fewer reports than planned was stopped by the scheduler
+            status = "finished" if planned and iters >= planned else "stopped_early"
+        rows.append({"trial_id": trial.trial_id, **cfg_row, "status": status, "iterations": iters,
+                     "planned_reports": planned, "stopped_early": status == "stopped_early",
+                     "steps": m.get("step"), **{k: m.get(k) for k in reported_metrics(p.exp) if k.startswith("valid_")},
+                     "train_loss": m.get("train_loss"), "error": str(r.error).splitlines()[0][:200] if r.error else ""})
+    df = pd.DataFrame(rows)
+    write_text_atomic(root / "trials.csv", df.to_csv(index=False))
+    if interrupted:  # no best configuration from a partial sweep
+        return None
+    ok = [r for r in grid if not r.error and r.metrics and cfg.metric in r.metrics
+          and r.metrics[cfg.metric] == r.metrics[cfg.metric]]
+    if not ok:
+        log.error("tune: no trial reported %s; no best configuration", cfg.metric)
+        return None
+    best = grid.get_best_result(metric=cfg.metric, mode=cfg.mode, scope="last", filter_nan_and_inf=True)
+    target = root / "best"
+    tmp = Path(tempfile.mkdtemp(prefix=".best.", dir=root))
+    best.checkpoint.to_directory(str(tmp))
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    trial = json.loads((target / "trial.json").read_text())
+    summary = {"metric": cfg.metric, "mode": cfg.mode, "value": best.metrics[cfg.metric],
+               "trial_id": best.metrics.get("trial_id"), "config": best.config, "iterations":
+               best.metrics.get("training_iteration"), "spec": trial["spec"],
+               "n_trials": len(rows), "n_stopped_early": int(df["stopped_early"].sum())}
+    write_json_atomic(root / "best.json", summary)
+    log.info("tune: best %s=%.4f with %s (%d trials, %d stopped early by the scheduler)", cfg.metric,
+             summary["value"], best.config, len(rows), summary["n_stopped_early"])
+    return summary
+
+
+# ---------------------------------------------------------------------- the leaderboard
+def tuned_systems(p) -> list:
+    """The best trial as a leaderboard system (kind 'tuned'), once a sweep has written best.json."""
+    from bench.config import ScorerSpec
+    from bench.models import PRESETS
+    from bench.report.leaderboard import SystemInfo
+
+    best_file = tune_root(p) / "best.json"
+    if p.exp.tune is None or p.exp.tune.space is None or not best_file.is_file():
+        return []
+    best = json.loads(best_file.read_text())
+    s = dict(best["spec"])
+    model = best["config"].get("model") or base_train(p).models[0].model
+    adapter = tune_root(p) / "best" / "adapter"
+    if adapter.is_dir():
+        s.update(model=model, adapter=str(adapter))
+    else:
+        s["model"] = str(tune_root(p) / "best" / "model")
+    method = best["config"].get("method") or base_train(p).methods[0]
+    preset = PRESETS.get(model)
+    name = f"tuned-{model}-{method}"
+    spec = ScorerSpec(**{**s, "name": name, "params": preset.params if preset else None})
+    info = SystemInfo(name, kind="tuned", params=preset.params if preset else "", family=preset.family if preset else "",
+                      method=method)
+    return [(spec, info)]
+
+
+def unfinished_trials(grid) -> int:
+    """Trials left to run after an interrupted sweep (0 when it was not interrupted)."""
+    if not getattr(grid, "interrupted", False):
+        return 0
+    return sum(not (r.metrics and r.metrics.get("training_iteration", 0) >= r.metrics.get("planned_reports", 1))
+               for r in grid) or 1
