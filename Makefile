@@ -12,7 +12,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER = 0
 export HF_HUB_OFFLINE = 1
 export DS_BUILD_OPS = 0
 
-.PHONY: install run test test-all perf clean
+.PHONY: install run test test-all perf site verify clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ test-all: install
 
 perf: install
 	$(BIN)/python -m bench.perf
+
+# Static leaderboard site of every experiment under results/ (open results/site/index.html).
+site: install
+	$(BIN)/rerank-bench leaderboard $(CONFIG) --html results/site
+
+# Score regression of the BM25 baselines (SciFact, DL19) against configs/expected/verify-bm25.yaml.
+verify: install
+	$(BIN)/rerank-bench verify configs/verify-bm25.yaml
 
 clean:
 	rm -rf $(VENV) results/quickstart
