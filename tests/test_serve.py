@@ -1,6 +1,7 @@
 """The re-rank API, over real HTTP, against `rerank-bench serve` running in its own process.
 
-One server (tiny-qwen2, bearer token, small limits) serves every test of this module.
+One server (tiny-qwen2 scorer, SmolLM2-135M-Instruct writing the explanations, bearer token,
+small limits) serves every test of this module.
 """
 from __future__ import annotations
 
@@ -50,6 +51,7 @@ def server(tmp_path_factory):
     config.write_text(yaml.safe_dump({
         "name": "serve-test", "results_dir": str(tmp / "results"), "data": [{"name": "envri-demo", "loader": "demo"}],
         "ray": {"num_cpus": 2}, "rerank": {"systems": [SYSTEM]},
+        "reason": {"backend": "local", "model": "smollm2-135m-instruct", "max_new_tokens": 24},
         "serve": {"port": port, "token_env": "RERANK_TEST_TOKEN", "max_batch_size": 8, "limits": LIMITS,
                   "explain_top_k": 10, "explain_nsamples": 64}}))
     log = open(tmp / "serve.log", "w+")
@@ -135,7 +137,9 @@ def test_top_k_and_explanations_when_asked(server, scorer):
     explained = [r for r in results if "attributions" in r]
     assert len(explained) == LIMITS["max_explain_candidates"] and explained == results[:2]
     text_of = {c["id"]: c["text"] for c in cands}
+    assert all("attributions" not in r and "explanation" not in r for r in results[2:])
     for r in explained:
+        assert isinstance(r["explanation"], str) and len(r["explanation"].split()) >= 3, r  # SmolLM2's text
         words = text_of[r["id"]].split()
         attrs = r["attributions"]
         assert 1 <= len(attrs) <= 10 and all(a["word"] in words for a in attrs)

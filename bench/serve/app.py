@@ -120,18 +120,20 @@ class RerankService:
                  reason: Optional[dict] = None, seed: int = 42):
         from bench.config import ScorerSpec
         from bench.rerank.scorers import build_scorer
-        from bench.serve.explain import explain_config
+        from bench.serve.explain import build_reasoner, explain_config
 
         self.spec = ScorerSpec.model_validate(spec)
         self.cfg = ServeConfig.model_validate(cfg)
         self.token_sha256 = token_sha256
         self.explain_cfg = explain_config(explain, self.cfg.explain_top_k, self.cfg.explain_nsamples)
-        self.reason, self.seed = reason, seed
+        self.seed = seed
         self.scorer = build_scorer(self.spec)
+        self.reasoner = build_reasoner(reason)  # None: attributions only, no explanation text
         # The decorator's defaults are replaced by the config's (max_batch_size 1 = no batching).
         self.score_batch.set_max_batch_size(self.cfg.max_batch_size)
         self.score_batch.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
         self._score_lock = asyncio.Lock()  # the scorer is not re-entrant: one forward at a time
+        self._reason_lock = asyncio.Lock()
 
     # ---------------------------------------------------------------- auth
     def _check_token(self, authorization: Optional[str]) -> None:
@@ -177,11 +179,20 @@ class RerankService:
         async with self._score_lock:
             return await asyncio.to_thread(fn, *args)
 
-    async def _explain(self, query: str, text: str) -> tuple[list[dict], Optional[str]]:
-        from bench.serve.explain import explain_item
+    async def _explain(self, query: str, items: list["RankedItem"], texts: list[str]) -> None:
+        """Attributions for each item (KernelSHAP), then one batched LLM call for their explanations."""
+        from bench.serve.explain import explain_item, reason_texts
 
-        attributions = await self._run(explain_item, self.scorer, query, text, self.explain_cfg, self.seed)
-        return attributions, None
+        for item, text in zip(items, texts):
+            attrs = await self._run(explain_item, self.scorer, query, text, self.explain_cfg, self.seed)
+            item.attributions = [Attribution(**a) for a in attrs]
+        if self.reasoner is not None and items:
+            async with self._reason_lock:
+                explanations = await asyncio.to_thread(
+                    reason_texts, self.reasoner, query,
+                    [(it.url, t, [a.model_dump() for a in it.attributions]) for it, t in zip(items, texts)])
+            for item, text in zip(items, explanations):
+                item.explanation = text
 
     # ---------------------------------------------------------------- routes
     @app.get("/healthz", response_model=Health)
@@ -202,15 +213,11 @@ class RerankService:
         order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
         if req.top_k is not None:
             order = order[:req.top_k]
-        results = []
-        for rank, i in enumerate(order, start=1):
-            c = req.candidates[i]
-            item = RankedItem(id=c.id, score=scores[i], rank=rank, url=c.url)
-            if req.explain and rank <= self.cfg.limits.max_explain_candidates:
-                attributions, explanation = await self._explain(req.query, c.text)
-                item.attributions = [Attribution(**a) for a in attributions]
-                item.explanation = explanation
-            results.append(item)
+        results = [RankedItem(id=req.candidates[i].id, score=scores[i], rank=rank, url=req.candidates[i].url)
+                   for rank, i in enumerate(order, start=1)]
+        if req.explain:  # the best items only: SHAP costs nsamples scorer rows per item
+            n = self.cfg.limits.max_explain_candidates
+            await self._explain(req.query, results[:n], [req.candidates[i].text for i in order[:n]])
         return RerankResponse(results=results, model=self.spec.name,
                               took_ms=round((time.perf_counter() - started) * 1000, 3))
 

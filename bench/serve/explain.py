@@ -3,6 +3,8 @@
 Attributions: `bench.explain.kernel_shap.explain_item` (real shap KernelSHAP over the item's
 words, every coalition scored by the same `Scorer` that ranked the item, in padded batches),
 with the experiment's `explain:` settings when present and the serve config's k / nsamples.
+Explanation text: the reason stage's backend (`reason:` of the experiment: local transformers,
+an OpenAI-compatible endpoint, or vLLM) with the paper's prompt given those top-k words.
 """
 from __future__ import annotations
 
@@ -22,3 +24,25 @@ def explain_item(scorer, query: str, text: str, cfg, seed: int) -> list[dict]:
 
     out = shap_explain(scorer, query, text, cfg, seed)
     return [{"word": t["word"], "value": float(t["value"])} for t in out.get("topk", [])]
+
+
+def build_reasoner(reason: Optional[dict]):
+    """The reason stage's LLM backend for `reason:` of the experiment (None: no explanation text)."""
+    if not reason:
+        return None
+    from bench.reason.backends import build_backend
+    from bench.reason.config import ReasonConfig
+
+    return build_backend(ReasonConfig.model_validate(reason))
+
+
+def reason_texts(backend, query: str, items: list[tuple[str, str, list[dict]]]) -> list[Optional[str]]:
+    """One explanation per (url, text, attributions) item: the paper's prompt with the top-k words.
+
+    A failed or empty generation gives None for that item (the ranking is still answered)."""
+    from bench.reason.backends import Request
+    from bench.reason.prompts import explanation_prompt, messages
+
+    requests = [Request(f"serve/{i}", messages(explanation_prompt(query, url or "", text, attrs)))
+                for i, (url, text, attrs) in enumerate(items)]
+    return [r.text if r.status == "ok" else None for r in backend.generate(requests)]
