@@ -12,7 +12,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER = 0
 export HF_HUB_OFFLINE = 1
 export DS_BUILD_OPS = 0
 
-.PHONY: install run test test-all perf site verify clean
+.PHONY: install run test test-all perf site verify vllm-env clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ test-all: install
 
 perf: install
 	$(BIN)/python -m bench.perf
+
+# vLLM's CPU build in its own venv (it pins transformers<5.20): ~100-400 s, 3.4 GB. Used by
+# tests/test_vllm_server.py and `python -m bench.reason.vllm_server`.
+vllm-env:
+	PYTHON=$(PYTHON) scripts/vllm_env.sh
 
 # Static leaderboard site of every experiment under results/ (open results/site/index.html).
 site: install
