@@ -78,8 +78,15 @@ def cell_dirs(results: Path, exp: str) -> dict[str, Path]:
     return out
 
 
-def checkpoints(results: Path, exp: str, cell: str) -> list[Path]:
-    return sorted((results / exp / "train" / "ray").glob(f"{exp}-{cell}-*/checkpoint_*"))
+def checkpoints(results: Path, exp: str, cell: str) -> list[str]:
+    """Checkpoints Ray Train has registered for a cell (a directory alone may still be uploading)."""
+    out = []
+    for snap in (results / exp / "train" / "ray").glob(f"{exp}-{cell}-*/checkpoint_manager_snapshot.json"):
+        try:
+            out += [c["checkpoint_dir_name"] for c in json.loads(snap.read_text())["checkpoint_results"]]
+        except (ValueError, KeyError):  # being rewritten right now
+            pass
+    return out
 
 
 def test_interrupted_grid_resumes_skips_finished_cells_and_joins_the_leaderboard(tmp_path, write_config):
@@ -146,13 +153,14 @@ def test_a_killed_train_worker_is_restarted_and_its_cell_completes(tmp_path, wri
 def test_deepspeed_zero2_on_cpu_trains_a_cell_and_its_loss_falls(tmp_path, write_config):
     tree = grid_config(tmp_path, ["sft"], name="ds", deepspeed=str(ROOT / "configs/deepspeed/zero2-cpu.json"),
                        backend="gloo")
-    tree["train"]["hyper"].update(max_steps=12, lr=0.01)
+    tree["train"]["hyper"].update(max_steps=12, lr=0.005, full_finetune=True)  # all weights sharded by ZeRO-2
     path = write_config(tree)
     out = run_cli("train", path, timeout=900, env={"DS_BUILD_OPS": "0", "DS_ACCELERATOR": "cpu"})
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    assert "DeepSpeed" in out.stderr + out.stdout or "deepspeed" in (out.stderr + out.stdout).lower()
     cell = cell_dirs(tmp_path / "results", "ds")["tiny-qwen2-sft"]
-    curve = json.loads((cell / "metrics.json").read_text())["loss_curve"]
+    metrics = json.loads((cell / "metrics.json").read_text())
+    assert metrics["deepspeed_zero_stage"] == 2, "the trainer did not run under a DeepSpeed ZeRO-2 engine"
+    curve = metrics["loss_curve"]
     assert len(curve) >= 3
     assert curve[-1][1] < curve[0][1] * 0.8, f"loss did not fall: {curve}"
 

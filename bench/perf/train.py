@@ -2,7 +2,8 @@
 parallel efficiency with 2 concurrent cells (1 Ray Train worker each) on the same cells run
 one at a time, side by side in one run.
 
-- `per_method`: each method's cell trained alone; samples/s over `trainer.train()` only.
+- `per_method`: each method's cell trained alone (no other cell running); samples/s over
+  `trainer.train()` only.
 - `grid`: the same 4 cells (tiny-qwen2 x sft, rm, dpo, ppo) with max_concurrent_cells=1 and =2;
   parallel efficiency = sum of the cells' own wall times / (2 x the grid's wall time), and the
   speed-up = sequential grid wall time / parallel grid wall time.
@@ -44,23 +45,19 @@ def _grid(results: Path, name: str, methods: list[str], concurrent: int) -> tupl
 
 def run(out_dir: Path) -> dict:
     from bench.cluster import ensure_ray
+    from bench.config import RayConfig
 
-    ray = ensure_ray()
+    ray = ensure_ray(RayConfig(num_cpus=2))  # 2 CPUs: 2 cells of 1 worker each at a time
     work = Path(tempfile.mkdtemp(prefix="perf-train-"))
+    keys = ("samples_per_s", "samples", "train_seconds", "wall_seconds", "final_loss", "pairwise_accuracy")
     try:
-        per_method = {}
-        for method in ("sft", "rm", "dpo", "grpo", "rloo"):
-            _, (r,) = _grid(work / "methods", f"m-{method}", [method], 1)
-            per_method[method] = {"status": r.status, "error": r.error,
-                                  **{k: r.metrics.get(k) for k in ("samples_per_s", "samples", "train_seconds",
-                                                                   "wall_seconds", "final_loss", "pairwise_accuracy")}}
         methods = ["sft", "rm", "dpo", "ppo"]
         seq_wall, seq = _grid(work / "seq", "seq", methods, 1)
         par_wall, par = _grid(work / "par", "par", methods, 2)
-        ppo = next(r for r in seq if r.cell.method == "ppo")
-        per_method["ppo"] = {"status": ppo.status, "error": ppo.error,
-                             **{k: ppo.metrics.get(k) for k in ("samples_per_s", "samples", "train_seconds",
-                                                                "wall_seconds", "final_loss", "pairwise_accuracy")}}
+        _, extra = _grid(work / "rl", "rl", ["grpo", "rloo"], 1)
+        # samples/s from the cells that ran alone (sequential grid, then GRPO/RLOO one at a time)
+        per_method = {r.cell.method: {"status": r.status, "error": r.error, **{k: r.metrics.get(k) for k in keys}}
+                      for r in seq + extra}
         cell_sum = sum(r.metrics.get("wall_seconds", 0.0) for r in par)
         return {
             "model": "tiny-qwen2", "steps_per_cell": STEPS, "batch_size": 4, "cpus": ray.cluster_resources().get("CPU"),

@@ -340,6 +340,14 @@ def pairwise_accuracy(spec_kwargs: dict, pairs: list[dict]) -> float | None:
     return float(wins / len(pairs))
 
 
+def _zero_stage(trainer) -> int | None:
+    """The ZeRO stage DeepSpeed actually ran with (None: no DeepSpeed engine)."""
+    if not getattr(trainer, "is_deepspeed_enabled", False):
+        return None
+    plugin = trainer.accelerator.state.deepspeed_plugin
+    return int(plugin.zero_stage) if plugin is not None else None
+
+
 # ----------------------------------------------------------------------------- the loop
 def _report_finished(checkpoint, rank: int) -> bool:
     import ray.train
@@ -394,7 +402,7 @@ def train_loop(cfg: dict) -> None:
                    "steps": steps, "samples": samples, "seconds": round(seconds, 2),
                    "train_seconds": round(train_seconds, 2),  # trainer.train() alone (samples/s is over this)
                    "samples_per_s": round(samples / train_seconds, 3) if train_seconds > 0 else None,
-                   "world_size": world}
+                   "world_size": world, "deepspeed_zero_stage": _zero_stage(trainer)}
         final = Path(work) / "final"
         if rank == 0:
             target = final / ("model" if cfg["hyper"]["full_finetune"] else "adapter")
