@@ -74,6 +74,7 @@ def kernel_shap_values(model: CoalitionModel, n_units: int, nsamples: int, l1_re
     """Shapley value estimates for the units, and the base value (score of the empty item)."""
     import shap
 
+    logging.getLogger("shap").setLevel(logging.WARNING)  # shap logs every sampling step at debug level
     np.random.seed(seed)  # shap samples coalitions with numpy's global generator
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # shap warns about l1_reg / nsamples trade-offs per item
