@@ -74,6 +74,10 @@ class Pipeline:
             from bench.train.grid import preflight as check_train
 
             check_train(self)
+        if self.exp.explain is not None or self.exp.reason is not None:
+            from bench.explain.steps import preflight as check_explain
+
+            check_explain(self)
         for check in PREFLIGHT_CHECKS:
             check(self)
 
@@ -230,6 +234,8 @@ class Pipeline:
         from bench.report.stage import add_significance
 
         add_significance(board, per_query, self.exp)  # paired tests vs the baselines, marked in every export
+        if self.exp.explain is not None:  # faithfulness, grounding, Table 2 text columns per system
+            board.extra_columns.update(self.explanations())
         self.out_dir.mkdir(parents=True, exist_ok=True)
         per_query.to_csv(self.out_dir / "per_query.csv.tmp", index=False)
         Path(self.out_dir / "per_query.csv.tmp").replace(self.out_dir / "per_query.csv")
@@ -238,6 +244,26 @@ class Pipeline:
                                                                     "provenance": prov})
         log.info("leaderboard: %s", paths["md"])
         return board
+
+    # ---------------------------------------------------------------- explain / reason
+    def explain(self, name: str, spec: ScorerSpec, info: SystemInfo) -> list[dict]:
+        """KernelSHAP attributions of a system's top items (cached artifact; see bench.explain.steps)."""
+        from bench.explain.steps import explain_system
+
+        return explain_system(self, name, spec, info)[0]
+
+    def reason(self, name: str, spec: ScorerSpec, info: SystemInfo) -> tuple[list[dict], dict]:
+        """LLM explanations with and without attributions, plus usage and cost."""
+        from bench.explain.steps import reason_system
+
+        return reason_system(self, name, spec, info)[:2]
+
+    @functools.cache
+    def explanations(self) -> dict[str, dict[str, float]]:
+        """explain -> reason -> explanation metrics for every explained system; leaderboard columns."""
+        from bench.explain.steps import explanation_columns
+
+        return explanation_columns(self)
 
     def summary(self) -> str:
         done = len(self.cache.computed)
@@ -260,4 +286,6 @@ def run_all(p: Pipeline) -> Leaderboard:
     for ds in p.datasets():
         p.first_stage(ds.name)
     p.train_results()
+    if p.exp.explain is not None:
+        p.explanations()
     return p.leaderboard()
