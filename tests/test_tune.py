@@ -65,9 +65,9 @@ def test_bad_sweep_config_is_one_line_exit_2_before_any_trial(write_config, tmp_
     assert not (tmp_path / "results" / f"bad-{case}" / "tune").exists(), "a trial directory was created"
 
 
-def _completed_trials(starts_log: Path) -> int:
-    # One trial at a time: when trial n+1 has started, n trials have finished.
-    return max(0, len(starts_log.read_text().splitlines()) - 1) if starts_log.is_file() else 0
+def _completed_trials(sweep_dir: Path, reports: int) -> int:
+    """Trials whose result.json (one line per report, written by Tune as they come) holds all reports."""
+    return sum(len(f.read_text().splitlines()) >= reports for f in sweep_dir.glob("*/result.json"))
 
 
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(write_config, tmp_path):
@@ -75,16 +75,17 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(write_confi
     path = write_config(sweep_tree("resume", {"lr": {"grid": [1e-4, 3e-4, 1e-3, 3e-3]}},
                                    scheduler={"type": "fifo"}, search={"type": "grid"}))
     out = tmp_path / "results" / "resume"
-    starts = out / "tune" / "starts.log"
+    starts = out / "tune" / "starts.log"  # one line per trial start: "<trial id> <time>"
+    sweep_dir = out / "tune" / "ray" / "sweep"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "tune", str(path)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.time() + 300
     try:
-        while _completed_trials(starts) < 2 and proc.poll() is None and time.time() < deadline:
+        while _completed_trials(sweep_dir, 2) < 1 and proc.poll() is None and time.time() < deadline:
             time.sleep(0.5)
         assert proc.poll() is None, proc.stdout.read()[-3000:]
-        assert _completed_trials(starts) >= 2, "no trials finished within 300 s"
+        assert _completed_trials(sweep_dir, 2) >= 1, "no trial finished within 300 s"
         proc.send_signal(signal.SIGINT)  # Tune saves the experiment state on SIGINT
         text, _ = proc.communicate(timeout=120)
     finally:
@@ -93,13 +94,16 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(write_confi
             proc.wait()
     assert proc.returncode == 130, text[-3000:]
     assert "--resume" in text
-    first = starts.read_text().split()[::2]
-    assert len(first) < 4
     trials = pd.read_csv(out / "tune" / "trials.csv")
     finished_before = set(trials.loc[trials["status"] == "finished", "trial_id"])
-    assert len(finished_before) >= 2, trials
+    assert len(finished_before) >= 1 and (trials["status"] == "unfinished").any(), trials
+    assert not (out / "tune" / "best.json").exists(), "a partial sweep must not name a best configuration"
 
     resumed = run_cli("tune", path, "--resume", timeout=600)
+    if resumed.returncode != 0 and "timed out during startup" in resumed.stderr:
+        # Ray's own 30 s raylet start-up limit, hit on an overloaded 2-core machine: resume again
+        # (a resume is idempotent; that is what is under test).
+        resumed = run_cli("tune", path, "--resume", timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     ids = starts.read_text().split()[::2]
     for tid in finished_before:

@@ -1,0 +1,86 @@
+"""SHAP top-k ablation: attributions once per item, every k from them, a table and a plot per model
+and k, and the k that maximises the configured criterion."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+
+TREE = {"name": "topk", "seed": 7,
+        "data": [{"name": "envri-demo", "loader": "demo", "max_queries": 8}],
+        "splits": {"scheme": "random", "train": 0.5, "valid": 0.25, "test": 0.25},
+        "retrieve": {"depth": 10}, "evaluate": {"measures": ["nDCG@10"], "split": "test"},
+        "rerank": {"depth": 3, "systems": [
+            {"name": "tiny-llama", "model": "tiny-llama", "prompt": "plain", "max_length": 128},
+            {"name": "tiny-qwen2", "model": "tiny-qwen2", "prompt": "plain", "max_length": 128}]},
+        "explain": {"nsamples": 16, "batch_size": 32},
+        "tune": {"topk": {"ks": [1, 3, "all"], "max_queries": 2, "criterion": "comprehensiveness - sufficiency"}}}
+
+
+def test_topk_sweep_writes_table_plot_and_chosen_k_from_one_attribution_pass(write_config, tmp_path):
+    path = write_config(TREE)
+    proc = run_cli("tune", path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "results" / "topk"
+    table = pd.read_csv(out / "topk.csv", dtype={"k": str})
+    assert sorted(set(table["model"])) == ["tiny-llama", "tiny-qwen2"]
+    for _, g in table.groupby("model"):
+        assert list(g["k"]) == ["1", "3", "all"]
+    # k=all keeps every word: nothing is missing, so sufficiency is exactly 0 ...
+    assert np.allclose(table.loc[table["k"] == "all", "sufficiency"], 0.0)
+    # ... and removing every word equals removing k random words (all of them).
+    allk = table[table["k"] == "all"]
+    assert np.allclose(allk["comprehensiveness"], allk["random_comprehensiveness"])
+    report = json.loads((out / "topk.json").read_text())
+    crit = table.groupby("k")["criterion"].mean()
+    assert str(report["chosen_k"]) == crit.idxmax()
+    md = (out / "topk.md").read_text()
+    assert f"Chosen k = {report['chosen_k']}" in md and md.count("| tiny-llama |") == 3
+    assert (out / "topk.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Attributions once per item: one explain_item call per explained item, whatever the number of ks.
+    for model in ("tiny-llama", "tiny-qwen2"):
+        trial = json.loads((out / "tune" / "topk" / f"{model}.json").read_text())
+        assert trial["explain_item_calls"] == len({(r["qid"], r["docid"]) for r in trial["rows"]}) == 2
+
+
+def test_reused_attributions_give_what_a_separate_run_per_k_gives():
+    """The per-k erasure scores from one pass equal a pass computed for that k alone."""
+    from bench.config import ScorerSpec
+    from bench.explain.config import ExplainConfig
+    from bench.explain.kernel_shap import explain_item
+    from bench.rerank.scorers import build_scorer
+    from bench.tune.topk import ALL_K, item_metrics
+
+    scorer = build_scorer(ScorerSpec(name="t", model="tiny-qwen2", prompt="plain", max_length=128))
+    query, text = "ocean carbon flux data", "Monthly ocean carbon flux observations from buoys in the North Atlantic"
+    cfg = ExplainConfig(nsamples=16, ks=[1, 3, ALL_K])
+    once = explain_item(scorer, query, text, cfg, 3)
+    rows = {r["k"]: r for r in item_metrics(once, query, [1, 3, ALL_K])}
+    alone = explain_item(scorer, query, text, cfg.model_copy(update={"ks": [3]}), 3)
+    full = 1 / (1 + np.exp(-alone["full_score"]))
+    assert rows[3]["comprehensiveness"] == pytest.approx(full - 1 / (1 + np.exp(-alone["erasure"]["3"]["removed"])))
+    assert rows[3]["aopc"] == pytest.approx((rows[1]["comprehensiveness"] + rows[3]["comprehensiveness"]) / 2)
+    qwords = {"ocean", "carbon", "flux", "data"}
+    top3 = [w.lower() for w in [t["word"] for t in sorted(
+        [{"word": w, "v": v, "i": i} for i, (w, v) in enumerate(zip(once["words"], once["word_values"]))],
+        key=lambda t: (-t["v"], t["i"]))[:3]]]
+    assert rows[3]["grounding"] == pytest.approx(np.mean([w in qwords for w in top3]))
+
+
+def test_chosen_k_maximises_the_configured_criterion():
+    from bench.tune.topk import summarise
+
+    items = pd.DataFrame([
+        {"model": m, "k": k, "comprehensiveness": c, "sufficiency": s, "aopc": 0.0, "grounding": 0.0,
+         "random_comprehensiveness": r}
+        for m in ("a", "b") for k, c, s, r in ((1, 0.1, 0.5, 0.0), (5, 0.4, 0.2, 0.1), ("all", 0.6, 0.0, 0.6))])
+    _, per_model, chosen, _ = summarise(items, "comprehensiveness - random_comprehensiveness")
+    assert chosen == 5 and per_model == {"a": 5, "b": 5}
+    _, _, chosen, _ = summarise(items, "comprehensiveness - sufficiency")
+    assert chosen == "all"
+    _, _, chosen, _ = summarise(items, "sufficiency")
+    assert chosen == 1
