@@ -110,3 +110,24 @@ def test_shipped_cross_domain_config_trains_on_two_collections_and_tests_on_four
     assert [s.loader for s in exp.data] == ["demo", "climate-fever", "beir", "trec-dl"]
     assert exp.train is not None and exp.train.datasets == ["envri-demo", "climate-fever"]
     assert exp.evaluate.split == "test" and exp.report.baselines == ["BM25"]
+
+
+@pytest.mark.slow
+def test_cross_domain_config_trains_on_two_collections_and_writes_the_matrix(shared_data, cli, tmp_path):
+    """The shipped config end to end with the real train stage (Ray Train), tiny models, 2 steps."""
+    import json
+
+    res = cli("leaderboard", ROOT / "configs" / "cross-domain.yaml", "--set", f"results_dir={tmp_path}",
+              "--set", "train.hyper.max_steps=2", "--set", "train.models.0.model=tiny-llama",
+              "--set", "rerank.systems.0.model=tiny-llama", "--set", "data.1.max_queries=40",
+              "--set", "data.2.max_queries=40", "--html", tmp_path / "site", timeout=3000)
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads((tmp_path / "cross-domain" / "leaderboard.json").read_text())
+    (mat,) = doc["cross_domain"]
+    assert mat["method"] == "sft" and mat["columns"] == ["envri-demo", "climate-fever", "scifact", "dl19"]
+    assert [r["label"] for r in mat["rows"]] == ["BM25", "zero-shot", "envri-demo", "climate-fever"]
+    assert [r["in_domain"] for r in mat["rows"]] == [None, None, "envri-demo", "climate-fever"]
+    assert all(v is not None for r in mat["rows"] for v in r["cells"].values())
+    md = (tmp_path / "cross-domain" / "leaderboard.md").read_text()
+    assert "## Cross-domain: " in md and "differs significantly from BM25" in md
+    assert (tmp_path / "site" / "cross-domain" / "index.html").is_file()
