@@ -107,3 +107,18 @@ def test_explain_reason_evaluate_in_the_pipeline(write_config, cli, tmp_path):
     assert "bertscore_f1" in metrics["systems"]["tiny"]["with_vs_without"]
     again = cli("run", cfg)
     assert again.returncode == 0 and "nothing to recompute" in again.stdout
+
+
+@pytest.mark.parametrize("section, expected", [
+    ({"explain": {"systems": ["nope"]}}, "explain.systems: no re-rank system named 'nope'"),
+    ({"explain": {"l1_reg": "auto"}}, "explain.l1_reg"),
+    ({"explain": {}, "reason": {"backend": "openai", "api_key_env": "RB_UNSET_KEY_VAR"}},
+     "reason.api_key_env: environment variable RB_UNSET_KEY_VAR is not set"),
+    ({"reason": {"backend": "local"}}, "reason: needs the explain stage"),
+])
+def test_bad_explain_or_reason_config_is_one_line_and_exit_2(write_config, cli, section, expected):
+    cfg = write_config({"name": "bad", "data": [{"name": "envri-demo", "loader": "demo"}],
+                        "rerank": {"systems": [{"name": "tiny", "model": "tiny-llama"}]}, **section})
+    r = cli("reason" if "reason" in section else "explain", cfg, env={"OPENAI_BASE_URL": ""})
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert expected in r.stderr and len(r.stderr.strip().splitlines()) == 1

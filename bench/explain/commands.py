@@ -16,7 +16,6 @@ def _stage(args, with_reason: bool) -> int:
         raise InputError(f"{args.config}: explain: section missing; add one (e.g. 'explain: {{top_items: 1}}')")
     if with_reason and p.exp.reason is None:
         raise InputError(f"{args.config}: reason: section missing; add one (e.g. 'reason: {{backend: local}}')")
-    p.preflight()
     from bench.explain.steps import explained_systems
 
     for ds in p.datasets():

@@ -219,7 +219,7 @@ class OpenAIBackend(Backend):
         import openai
 
         self.openai = openai
-        base_url = cfg.base_url or os.environ.get("OPENAI_BASE_URL")
+        base_url = cfg.base_url or os.environ.get("OPENAI_BASE_URL") or None
         key = os.environ.get(cfg.api_key_env)
         if not key:
             if base_url is None:
