@@ -96,3 +96,15 @@ def test_bad_baseline_is_a_one_line_input_error_before_any_work(write_config, cl
     assert res.stderr.strip().splitlines()[-1] == (
         "rerank-bench: error: report.baselines: no system named 'nope'; expected one of ['BM25']")
     assert not (cfg.parent / "results" / "bad-baseline").exists()
+
+
+def test_a_failed_baseline_is_skipped_with_a_warning_and_the_others_still_compared(demo_board, caplog):
+    board, pq = demo_board
+    systems = {**board.systems, "cell": SystemInfo("cell", kind="trained", status="failed", error="OOM")}
+    b = Leaderboard.from_per_query(pq, systems, board.provenance)
+    exp = Experiment.model_validate({"name": "x", "data": [{"name": "demo", "loader": "demo"}],
+                                     "report": {"baselines": ["cell", "BM25"], "bootstrap_resamples": 0}})
+    add_significance(b, pq, exp)
+    assert set(b.significance["baseline"]) == {"BM25"} and b.report["baselines"] == ["BM25"]
+    assert "baseline cell has no results (OOM)" in caplog.text
+    assert "cell" in b.table.index  # the failed cell keeps its row

@@ -1,9 +1,13 @@
 """Report stage: significance against the baselines, attached to the leaderboard before export."""
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 
 from bench.errors import InputError
+
+log = logging.getLogger("bench")
 
 
 def baselines_of(exp) -> list[str]:
@@ -16,6 +20,12 @@ def add_significance(board, per_query: pd.DataFrame, exp) -> None:
 
     cfg = exp.report
     baselines = baselines_of(exp)
+    present = set(per_query["system"])
+    for b in [b for b in baselines if b not in present and b in board.systems]:
+        # a baseline that is a failed training cell: its row says why; the others are still compared
+        log.warning("report: baseline %s has no results (%s); not compared against", b,
+                    board.systems[b].error or board.systems[b].status)
+        baselines.remove(b)
     board.significance = compare(per_query, baselines, test=cfg.test, correction=cfg.correction, alpha=cfg.alpha,
                                  ci_measure=cfg.ci_measure, seed=exp.seed, n_resamples=cfg.bootstrap_resamples,
                                  confidence=cfg.confidence)
