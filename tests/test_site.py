@@ -45,6 +45,7 @@ def _write_demo_experiment(results: Path) -> Path:
                                      "report": {"bootstrap_resamples": 100}})
     board = Leaderboard.from_per_query(pq, systems, stamp(exp.hash(), exp.seed))
     add_significance(board, pq, exp)
+    board.extra_columns["faithfulness"] = {"bm25-k1.5": 0.25}  # a per-system column as the explain stage adds
     out = results / exp.name
     board.write(out, "Leaderboard: demo-site")
     pq.to_csv(out / "per_query.csv", index=False)
@@ -91,6 +92,7 @@ def test_site_files_are_self_contained(site):
     assert "http://" not in page and "https://" not in page.replace("https://json-schema.org", "")
     assert "<script src" not in page and '<link rel="stylesheet"' not in page
     assert (site / "bm25-only" / "index.html").is_file()
+    assert '<table id="extra"' in page and "faithfulness" in page and "0.2500" in page
 
 
 def test_page_sorts_filters_and_renders_plots_in_headless_chromium(site):

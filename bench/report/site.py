@@ -116,11 +116,14 @@ def experiment_page(doc: dict, plots: list[dict], downloads: list[dict]) -> str:
                             else f"{mat['title']} ({mat['measure']})")}
 
     sig_rows = [{**s, "method_label": _method_label(infos.get(s["system"], {}))} for s in doc["significance"]]
+    extra = doc.get("extra_columns") or {}
+    extra_rows = [{"system": r["system"], "cells": [extra[c].get(r["system"]) for c in extra]} for r in doc["rows"]
+                  if any(extra[c].get(r["system"]) is not None for c in extra)]
     return _env().get_template("experiment.html").render(
         title=doc["title"], prov=doc["provenance"], report=doc["report"], legend=doc["report"]["legend"],
         datasets=doc["datasets"], methods=methods, measures=measures, score_rows=list(rows.values()),
         layouts=[prep(m, False) for m in doc["layouts"]], cross=[prep(m, True) for m in doc["cross_domain"]],
-        sig_rows=sig_rows, plots=plots, downloads=downloads, css=_template("site.css"), js=_template("site.js"))
+        sig_rows=sig_rows, extra_columns=list(extra), extra_rows=extra_rows, plots=plots, downloads=downloads, css=_template("site.css"), js=_template("site.js"))
 
 
 def build_site(results_root: Path, site_dir: Path) -> list[Path]:
