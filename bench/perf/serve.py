@@ -5,7 +5,8 @@ one CPU each): `/batched` merges up to 16 concurrent requests into one scorer ca
 `/unbatched` has max_batch_size 1. Closed-loop clients (1, 8, 32 at once) each send a query
 with the demo's 10 candidates and wait for the answer before sending the next; the count of
 requests and the time per level are bounded. Every request must come back 200 with all its
-candidates ranked; a lost or failed request fails the benchmark.
+candidates ranked; a lost or failed request fails the benchmark. The two modes are measured
+A-B-B-A at each level so that changes in machine load during the run affect both alike.
 """
 from __future__ import annotations
 
@@ -74,12 +75,19 @@ async def _load(url: str, bodies: list[dict], clients: int, total: int, time_lim
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
         await asyncio.gather(*[user(client) for _ in range(clients)])
-    wall = time.perf_counter() - started
-    lat = np.asarray(latencies) * 1000
-    return {"clients": clients, "requests": sent, "ok": len(latencies), "failed": len(failures),
-            "lost": sent - len(latencies) - len(failures), "seconds": round(wall, 3),
-            "requests_per_s": round(len(latencies) / wall, 3) if wall else 0.0,
-            "pairs_per_s": round(10 * len(latencies) / wall, 2) if wall else 0.0,
+    return {"sent": sent, "latencies": latencies, "failures": failures, "seconds": time.perf_counter() - started}
+
+
+def _summary(clients: int, parts: list[dict]) -> dict:
+    """Requests/s over the parts' summed wall time; latency percentiles over all their requests."""
+    wall = sum(p["seconds"] for p in parts)
+    lat = np.asarray([x for p in parts for x in p["latencies"]]) * 1000
+    sent = sum(p["sent"] for p in parts)
+    failures = [f for p in parts for f in p["failures"]]
+    return {"clients": clients, "requests": sent, "ok": len(lat), "failed": len(failures),
+            "lost": sent - len(lat) - len(failures), "seconds": round(wall, 3),
+            "requests_per_s": round(len(lat) / wall, 3) if wall else 0.0,
+            "pairs_per_s": round(10 * len(lat) / wall, 2) if wall else 0.0,
             "p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
             "p99_ms": round(float(np.percentile(lat, 99)), 2) if len(lat) else None,
             "first_failures": failures[:3]}
@@ -107,9 +115,15 @@ def run(out_dir: Path) -> dict:
         urls = {mode: f"http://127.0.0.1:{port}/{mode}/rerank" for mode in MODES}
         for mode, url in urls.items():  # warm-up: first forward passes, connections, proxies
             asyncio.run(_load(url, bodies, 4, 8, 60))
-        for clients in CONCURRENCY:  # modes alternate at each level: same conditions, side by side
-            for mode, url in urls.items():
-                r = asyncio.run(_load(url, bodies, clients, REQUESTS_PER_LEVEL[clients], LEVEL_TIME_LIMIT_S))
+        for clients in CONCURRENCY:
+            # Side by side in A-B-B-A order, half the requests per part: a drift in machine load
+            # during the level (other processes) weighs on both modes alike.
+            parts: dict[str, list[dict]] = {m: [] for m in MODES}
+            for mode in ["batched", "unbatched", "unbatched", "batched"]:
+                parts[mode].append(asyncio.run(_load(urls[mode], bodies, clients, REQUESTS_PER_LEVEL[clients] // 2,
+                                                     LEVEL_TIME_LIMIT_S / 2)))
+            for mode in MODES:
+                r = _summary(clients, parts[mode])
                 log.info("serve perf: %-9s %2d clients: %6.1f req/s  p50 %7.1f ms  p99 %7.1f ms  (%d ok, %d failed)",
                          mode, clients, r["requests_per_s"], r["p50_ms"] or -1, r["p99_ms"] or -1, r["ok"], r["failed"])
                 results.setdefault(mode, []).append(r)

@@ -18,7 +18,7 @@ import logging
 import time
 from typing import Optional
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -111,6 +111,32 @@ def _token_sha256(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+OPEN_PATHS = ("/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc")
+
+
+@app.middleware("http")
+async def _guard(request: Request, call_next):
+    """Token and body size are checked before the body is read or validated: a caller without
+    the token learns nothing about the API's validation, and an oversized body is never parsed.
+    `app.state` is per replica process; the replica's __init__ fills it."""
+    path, root = request.url.path, request.scope.get("root_path", "")
+    if root and path.startswith(root):  # an app under a route prefix, e.g. /batched/rerank
+        path = path[len(root):] or "/"
+    expected = getattr(app.state, "token_sha256", None)
+    if expected is not None and path not in OPEN_PATHS:
+        scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not given.strip() or not hmac.compare_digest(
+                _token_sha256(given.strip()), expected):
+            return JSONResponse(status_code=401, headers={"WWW-Authenticate": "Bearer"},
+                                content={"detail": "missing or wrong bearer token "
+                                                   "(header 'Authorization: Bearer <token>')"})
+    limit = getattr(app.state, "max_body_bytes", None)
+    size = request.headers.get("content-length")
+    if limit is not None and size is not None and size.isdigit() and int(size) > limit:
+        return JSONResponse(status_code=413, content={"detail": f"body: {size} bytes, at most {limit}"})
+    return await call_next(request)
+
+
 @serve.deployment(name="rerank")
 @serve.ingress(app)
 class RerankService:
@@ -124,7 +150,12 @@ class RerankService:
 
         self.spec = ScorerSpec.model_validate(spec)
         self.cfg = ServeConfig.model_validate(cfg)
-        self.token_sha256 = token_sha256
+        # For the _guard middleware. Through the imported module: Serve ships this class by value,
+        # so a bare `app` here would be a copy, not the app the middleware reads.
+        import bench.serve.app as this
+
+        this.app.state.token_sha256 = token_sha256
+        this.app.state.max_body_bytes = self.cfg.limits.max_body_bytes
         self.explain_cfg = explain_config(explain, self.cfg.explain_top_k, self.cfg.explain_nsamples)
         self.seed = seed
         self.scorer = build_scorer(self.spec)
@@ -135,20 +166,9 @@ class RerankService:
         self._score_lock = asyncio.Lock()  # the scorer is not re-entrant: one forward at a time
         self._reason_lock = asyncio.Lock()
 
-    # ---------------------------------------------------------------- auth
-    def _check_token(self, authorization: Optional[str]) -> None:
-        if self.token_sha256 is None:
-            return
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not given or not hmac.compare_digest(_token_sha256(given.strip()),
-                                                                             self.token_sha256):
-            raise HTTPException(401, "missing or wrong bearer token (header 'Authorization: Bearer <token>')",
-                                headers={"WWW-Authenticate": "Bearer"})
-
-    def _check_limits(self, req: RerankRequest, body_bytes: int) -> None:
+    # ---------------------------------------------------------------- limits
+    def _check_limits(self, req: RerankRequest) -> None:
         lim = self.cfg.limits
-        if body_bytes > lim.max_body_bytes:
-            raise HTTPException(413, f"body: {body_bytes} bytes, at most {lim.max_body_bytes}")
         if len(req.query) > lim.max_query_chars:
             raise HTTPException(413, f"query: {len(req.query)} characters, at most {lim.max_query_chars}")
         if len(req.candidates) > lim.max_candidates:
@@ -203,11 +223,9 @@ class RerankService:
               responses={400: {"description": "malformed JSON"}, 401: {"description": "missing/wrong token"},
                          413: {"description": "request beyond the configured limits"},
                          422: {"description": "invalid field (named in `detail`)"}})
-    async def rerank(self, req: RerankRequest, request: Request,
-                     authorization: Optional[str] = Header(None)) -> RerankResponse:
+    async def rerank(self, req: RerankRequest) -> RerankResponse:
         started = time.perf_counter()
-        self._check_token(authorization)
-        self._check_limits(req, int(request.headers.get("content-length") or 0))
+        self._check_limits(req)
         scores = await self.score_batch((req.query, [c.text for c in req.candidates]))
         # Highest score first; ties keep the caller's order.
         order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))

@@ -19,6 +19,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
          add_args=_serve_args)
 def cmd_serve(args) -> int:
     import logging
+    import signal
     import time
 
     from pydantic import ValidationError
@@ -52,13 +53,21 @@ def cmd_serve(args) -> int:
     log.info("serve: %s ready at %s/rerank (docs %s/docs, health %s/healthz)%s; Ctrl-C stops", spec.name, base,
              base, base, ", bearer token required" if token else "")
     print(f"READY {base}", flush=True)
+
+    def _stop(signum, frame):  # SIGTERM (e.g. a process manager) stops as cleanly as Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     try:
         while True:
             time.sleep(1)
+    except KeyboardInterrupt:
+        log.info("serve: stopping")
     finally:
         serve.delete("rerank-bench")
         serve.shutdown()
         ray.shutdown()
+    return 0
 
 
 def _submit_args(p: argparse.ArgumentParser) -> None:
