@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-STEPS = 12
+STEPS = 8
 
 
 def _experiment(results: Path, name: str, methods: list[str], concurrent: int):
