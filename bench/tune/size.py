@@ -68,7 +68,7 @@ def run_size(p) -> dict[str, Path]:
     from ray import tune
 
     from bench.artifacts import write_json_atomic, write_text_atomic
-    from bench.cluster import ensure_ray
+    from bench.tune.sweep import start_ray
     from bench.models import resolve_model
     from bench.tune.sweep import _base, sweep_trial, tune_root
 
@@ -79,7 +79,7 @@ def run_size(p) -> dict[str, Path]:
     root = tune_root(p) / "size"
     root.mkdir(parents=True, exist_ok=True)
     base["starts_log"] = str(root / "starts.log")
-    ensure_ray(p.exp.ray)
+    start_ray(p)
     trainable = tune.with_resources(tune.with_parameters(sweep_trial, base=base), dict(p.exp.tune.resources_per_trial))
     grid = tune.Tuner(trainable, param_space={"model": tune.grid_search(models)},
                       tune_config=tune.TuneConfig(max_concurrent_trials=p.exp.tune.max_concurrent_trials),

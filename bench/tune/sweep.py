@@ -49,6 +49,25 @@ def storage_path(p) -> str:
     return str(tune_root(p) / "ray")
 
 
+def start_ray(p):
+    """`ensure_ray`, retried: on an overloaded machine Ray's fixed 30 s raylet start-up wait can expire."""
+    from tenacity import retry, retry_if_exception, stop_after_attempt, wait_fixed
+
+    from bench.cluster import ensure_ray
+
+    def startup_timeout(e: BaseException) -> bool:
+        if "timed out during startup" not in str(e):
+            return False
+        import ray
+
+        log.warning("ray: local cluster start-up timed out; retrying")
+        ray.shutdown()
+        return True
+
+    return retry(retry=retry_if_exception(startup_timeout), stop=stop_after_attempt(3), wait=wait_fixed(2),
+                 reraise=True)(ensure_ray)(p.exp.ray)
+
+
 # ---------------------------------------------------------------------- checks (before any trial)
 def check_sweep(p) -> None:
     """Bad input -> InputError (one line, exit 2) before Ray starts."""
@@ -72,6 +91,20 @@ def check_sweep(p) -> None:
     if "ppo" in (next(iter(methods.values())) if methods else base_train(p).methods[:1]):
         raise InputError("tune.space.method: 'ppo' needs a trained reward model per trial and is not swept; "
                          "sweep sft, rm, dpo, grpo or rloo")
+    from pydantic import ValidationError
+
+    from bench.train.config import Hyperparameters
+
+    base_hyper = base_train(p).hyper.model_dump()
+    for name, dist in cfg.space.items():  # every value a trial may get must be a valid hyperparameter
+        if name not in HYPER_NAMES:
+            continue
+        for value in next(iter(dist.values())):
+            try:
+                Hyperparameters.model_validate({**base_hyper, name: value})
+            except ValidationError as e:
+                raise InputError(f"tune.space.{name}: value {value!r} is not a valid {name}: "
+                                 f"{e.errors()[0]['msg']}") from None
     models = cfg.space.get("model")
     for m in (next(iter(models.values())) if models else []):
         if not isinstance(m, str):
@@ -315,14 +348,12 @@ def run_sweep(p, resume: bool = False):
     """Run (or resume) the sweep; write trials.csv, best.json and best/. Returns the ResultGrid."""
     from ray import tune
 
-    from bench.cluster import ensure_ray
-
     cfg: TuneConfig = p.exp.tune
     check_sweep(p)
     root = tune_root(p)
     root.mkdir(parents=True, exist_ok=True)
     base = _base(p)
-    ensure_ray(p.exp.ray)
+    start_ray(p)
     trainable = tune.with_resources(tune.with_parameters(sweep_trial, base=base), dict(cfg.resources_per_trial))
     path = os.path.join(storage_path(p), SWEEP_NAME)
     if resume and tune.Tuner.can_restore(path):
@@ -331,8 +362,12 @@ def run_sweep(p, resume: bool = False):
     else:
         if resume:
             log.info("tune: nothing to resume at %s; starting the sweep", path)
-        elif os.path.isdir(path):
-            shutil.rmtree(path)  # a fresh sweep: old trial state would otherwise mix in
+        # A fresh sweep: old trial state, trial log and best configuration would otherwise mix in.
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        shutil.rmtree(root / "best", ignore_errors=True)
+        for stale in ("best.json", "trials.csv", "starts.log"):
+            (root / stale).unlink(missing_ok=True)
         steps = planned_steps(base["hyper"], base["data"], base["method"])
         if "max_steps" in cfg.space:  # the largest value the space may give
             (kind, arg), = cfg.space["max_steps"].items()
@@ -372,6 +407,26 @@ class _InterruptWatcher(logging.Handler):
             self.interrupted = True
 
 
+def saved_trial_states(experiment_path: str | Path) -> dict[str, str]:
+    """trial id -> status in Tune's last saved experiment state (what `--resume` will act on).
+
+    After Ctrl-C the in-memory trials are cleaned up; a trial whose last report arrived but whose
+    end Tune had not yet recorded is still RUNNING in the saved state and is run again on resume.
+    """
+    files = sorted(Path(experiment_path).glob("experiment_state-*.json"), key=lambda f: f.stat().st_mtime)
+    if not files:
+        return {}
+    try:
+        data = json.loads(files[-1].read_text())
+    except (OSError, ValueError):
+        return {}
+    states = {}
+    for entry in data.get("trial_data", []):
+        t = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
+        states[t.get("trial_id")] = t.get("status")
+    return states
+
+
 def write_trials(p, grid, interrupted: bool = False) -> dict | None:
     """trials.csv (every trial, with how many reports it made and whether ASHA stopped it), best."""
     import pandas as pd
@@ -380,15 +435,16 @@ def write_trials(p, grid, interrupted: bool = False) -> dict | None:
     root = tune_root(p)
     rows = []
     trials = grid._experiment_analysis.trials  # same order as the ResultGrid's results
+    saved = saved_trial_states(grid.experiment_path) if interrupted else {}
     for r, trial in zip(grid, trials):
         m = dict(r.metrics or {})
         cfg_row = {f"config/{k}": v for k, v in (r.config or {}).items()}
         iters = int(m.get("training_iteration", 0) or 0)
         planned = int(m.get("planned_reports", 0) or 0)
-        state = trial.status
+        state = saved.get(trial.trial_id, "RUNNING") if interrupted else trial.status
         if r.error or state == "ERROR":
             status = "error"
-        elif state != "TERMINATED" or (interrupted and not (planned and iters >= planned)):
+        elif state != "TERMINATED":
             status = "unfinished"  # interrupted sweep: --resume runs it
         else:  # a terminated trial with fewer reports than planned was stopped by the scheduler
             status = "finished" if planned and iters >= planned else "stopped_early"

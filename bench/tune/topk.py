@@ -140,7 +140,7 @@ def run_topk(p) -> dict[str, Path]:
     from ray import tune
 
     from bench.artifacts import write_json_atomic, write_text_atomic
-    from bench.cluster import ensure_ray
+    from bench.tune.sweep import start_ray
     from bench.provenance import stamp
 
     cfg: TopKConfig = p.exp.tune.topk
@@ -148,7 +148,7 @@ def run_topk(p) -> dict[str, Path]:
     specs = {s.name: s for s in _systems(p)}
     ecfg = _explain_cfg(p)
     seed = ecfg.seed if ecfg.seed is not None else p.exp.seed
-    ensure_ray(p.exp.ray)
+    start_ray(p)
     jobs = {name: _jobs(p, spec) for name, spec in specs.items()}
     work = (p.out_dir / "tune" / "topk").resolve()
     work.mkdir(parents=True, exist_ok=True)
