@@ -18,7 +18,11 @@ def _fmt(r: CellResult) -> str:
     if r.status != "ok":
         return "failed"
     loss, acc = r.metrics.get("final_loss"), r.metrics.get("pairwise_accuracy")
-    return f"{loss:.3f} / {'n/a' if acc is None else f'{acc:.3f}'}"
+    if loss is None:
+        shown = "n/a"
+    else:  # PPO's policy loss can be ~1e-7: show it rather than 0.000
+        shown = f"{loss:.3f}" if abs(loss) >= 0.01 or loss == 0 else f"{loss:.2g}"
+    return f"{shown} / {'n/a' if acc is None else f'{acc:.3f}'}"
 
 
 def table1(results: list[CellResult]) -> pd.DataFrame:
