@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -88,7 +87,6 @@ class TrainGrid:
         self.exp = pipeline.exp
         self.cfg: TrainConfig = pipeline.exp.train
         self.root = pipeline.out_dir / "train"
-        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ plan
     def datasets(self) -> list[str]:

@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-PAIRWISE_KEYS = ("query", "chosen", "rejected")
 
 
 def _say(cell: str, text: str) -> None:
