@@ -108,6 +108,8 @@ def run(out_dir: Path) -> dict:
 
     pool: dict = {}
     try:  # on a host too loaded for Ray to start, keep the per-item comparison and say why
+        if n_pool == 0:
+            raise RuntimeError("actor pool skipped (RB_PERF_SHAP_POOL_ITEMS=0)")
         ensure_ray(RayConfig(num_cpus=2))
         pool_texts = _items(n_pool)
         jobs = [ExplainJob("perf", "demo", f"q{i}", f"d{i}", 1, 0.0, QUERY, t) for i, t in enumerate(pool_texts)]
