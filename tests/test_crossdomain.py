@@ -113,6 +113,7 @@ def test_shipped_cross_domain_config_trains_on_two_collections_and_tests_on_four
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~18 min on 2 busy cores: 2 Ray Train cells, then 12 re-rank jobs
 def test_cross_domain_config_trains_on_two_collections_and_writes_the_matrix(shared_data, cli, tmp_path):
     """The shipped config end to end with the real train stage (Ray Train), tiny models, 2 steps."""
     import json
