@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 import os
 
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
+
 from bench.config import RayConfig
 
 log = logging.getLogger("bench")
@@ -35,7 +37,19 @@ def ensure_ray(cfg: RayConfig | None = None):
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private loopback cluster
-        ray.init(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=False,
-                 runtime_env=runtime_env, log_to_driver=True, configure_logging=False)
+        _start_local(ray, cfg, runtime_env)
         log.info("ray: started a local cluster with %s CPUs", ray.cluster_resources().get("CPU"))
     return ray
+
+
+@retry(stop=stop_after_attempt(3), wait=wait_fixed(2), retry=retry_if_exception_type(Exception), reraise=True,
+       before_sleep=lambda state: log.warning("ray: local start failed (%s); retrying", state.outcome.exception()))
+def _start_local(ray, cfg: RayConfig, runtime_env: dict) -> None:
+    """Start a local node. Retried: on an overloaded machine the raylet can miss Ray's fixed
+    start-up deadline, and a second attempt usually succeeds."""
+    try:
+        ray.init(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, include_dashboard=False,
+                 runtime_env=runtime_env, log_to_driver=True, configure_logging=False)
+    except Exception:
+        ray.shutdown()
+        raise

@@ -16,6 +16,8 @@ from typing import Callable
 from bench.errors import InputError
 
 TINY_SEED = 1234
+# Bump when a preset's recipe changes: cached builds under another version are ignored.
+PRESET_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,9 @@ def build_tiny(family: str) -> Callable[[Path], None]:
 
         tok = build_tiny_tokenizer(out_dir)
         config = _tiny_config(family, len(tok), tok.pad_token_id, tok.bos_token_id, tok.eos_token_id)
-        torch.manual_seed(TINY_SEED)
+        # One seed per family: llama and mistral share an architecture at this size, and the same
+        # seed would make them the very same network.
+        torch.manual_seed(TINY_SEED + sorted(("llama", "mistral", "phi3", "qwen2")).index(family))
         model = AutoModelForCausalLM.from_config(config)
         model.save_pretrained(out_dir)
 
@@ -171,7 +175,7 @@ def resolve_model(name: str) -> str:
     if preset is not None and preset.hub_id:
         return preset.hub_id
     if preset is not None:
-        target = cache_root() / "models" / name
+        target = cache_root() / "models" / f"{name}-v{PRESET_VERSION}"
         if (target / "config.json").is_file():
             return str(target)
         from filelock import FileLock
