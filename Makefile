@@ -30,7 +30,7 @@ run: install
 	$(BIN)/rerank-bench run $(CONFIG)
 
 test: install
-	$(BIN)/python -m pytest -m "not slow" -ra
+	$(BIN)/python -m pytest -m "not slow" -ra --durations=25
 
 test-all: install
 	$(BIN)/python -m pytest -ra
