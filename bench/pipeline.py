@@ -25,9 +25,6 @@ log = logging.getLogger("bench")
 
 # Bump a stage's version when its code changes what it produces: old artifacts are then ignored.
 STAGE_VERSIONS = {"data": 1, "retrieve": 1, "rerank": 1, "evaluate": 1}
-STAGES = ("data", "retrieve", "rerank", "evaluate", "leaderboard")
-# Optional stages add their own cheap input checks here (called by `Pipeline.preflight`).
-PREFLIGHT_CHECKS: list = []
 
 
 @dataclass
@@ -78,8 +75,6 @@ class Pipeline:
             from bench.explain.steps import preflight as check_explain
 
             check_explain(self)
-        for check in PREFLIGHT_CHECKS:
-            check(self)
 
     # ---------------------------------------------------------------- data
     @functools.cache
