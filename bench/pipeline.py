@@ -261,8 +261,9 @@ class Pipeline:
         return explanation_columns(self)
 
     def summary(self) -> str:
-        done = len(self.cache.computed)
-        reused = len(self.cache.reused)
+        # Distinct artifacts: a stage asked for twice in one run is not "reused from cache".
+        done = len(set(self.cache.computed))
+        reused = len(set(self.cache.reused) - set(self.cache.computed))
         if done == 0:
             return f"nothing to recompute: all {reused} stage artifacts were cached"
         return f"{done} stage artifacts computed, {reused} reused from cache"
