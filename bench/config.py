@@ -234,10 +234,11 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 _UNION_TAGS = {"demo", "beir", "trec-dl", "climate-fever", "bright", "ir_datasets", "hf"}
 
 
-def load_experiment(path: str | os.PathLike, overrides: list[str] | None = None) -> Experiment:
+def read_yaml_mapping(path: str | os.PathLike, what: str = "config file") -> dict:
+    """A YAML file whose top level is a mapping; one-line errors naming the file (and line)."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"config file not found: {path}")
+        raise InputError(f"{what} not found: {path}")
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -245,7 +246,13 @@ def load_experiment(path: str | os.PathLike, overrides: list[str] | None = None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise InputError(f"invalid YAML{where}: {getattr(e, 'problem', e)}", source=path) from None
     if not isinstance(tree, dict):
-        raise InputError("expected a mapping of config keys at the top level", source=path)
+        raise InputError("expected a mapping of keys at the top level", source=path)
+    return tree
+
+
+def load_experiment(path: str | os.PathLike, overrides: list[str] | None = None) -> Experiment:
+    path = Path(path)
+    tree = read_yaml_mapping(path)
     tree = apply_overrides(tree, overrides or [], str(path))
     try:
         return Experiment.model_validate(tree)

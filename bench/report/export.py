@@ -89,7 +89,6 @@ def matrix_markdown(mat: Matrix, board) -> str:
 
 
 def to_markdown(board, title: str) -> str:
-    prov = board.provenance
     lines = [f"# {title}", "", _main_markdown(board), "", legend(board), ""]
     cross, layouts = matrices(board)
     for mat in layouts:
@@ -97,13 +96,7 @@ def to_markdown(board, title: str) -> str:
     for mat in cross:
         lines += [f"## Cross-domain: {mat.title} ({mat.measure}; rows: trained on, columns: tested on; "
                   f"in-domain in italics)", "", matrix_markdown(mat, board), "", legend(board), ""]
-    failed = [f"- {name}: failed: {info.error}" for name, info in board.systems.items() if info.status != "ok"]
-    if failed:
-        lines += ["Failed systems:", *failed, ""]
-    lines.append(f"config {prov.get('config_hash')} · seed {prov.get('seed')} · "
-                 f"rerank-bench {prov.get('versions', {}).get('rerank-bench')} · "
-                 f"commit {str(prov.get('git_commit'))[:10]}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + board.footer_lines()) + "\n"
 
 
 # ---------------------------------------------------------------- LaTeX (booktabs)

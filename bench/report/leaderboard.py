@@ -72,16 +72,20 @@ class Leaderboard:
             from bench.report.export import to_markdown
 
             return to_markdown(self, title)
-        flat = self.flat()
-        notes = [f"- {name}: failed: {info.error}" for name, info in self.systems.items() if info.status != "ok"]
+        lines = [f"# {title}", "", self.flat().to_markdown(floatfmt=".4f"), ""]
+        return "\n".join(lines + self.footer_lines()) + "\n"
+
+    def footer_lines(self) -> list[str]:
+        """Failed systems with their errors, then the provenance line: the end of every Markdown export."""
+        lines = []
+        failed = [f"- {name}: failed: {info.error}" for name, info in self.systems.items() if info.status != "ok"]
+        if failed:
+            lines += ["Failed systems:", *failed, ""]
         prov = self.provenance
-        lines = [f"# {title}", "", flat.to_markdown(floatfmt=".4f"), ""]
-        if notes:
-            lines += ["Failed systems:", *notes, ""]
         lines.append(f"config {prov.get('config_hash')} · seed {prov.get('seed')} · "
                      f"rerank-bench {prov.get('versions', {}).get('rerank-bench')} · "
                      f"commit {str(prov.get('git_commit'))[:10]}")
-        return "\n".join(lines) + "\n"
+        return lines
 
     def write(self, out_dir: Path, title: str, stem: str = "leaderboard") -> dict[str, Path]:
         if self.significance is not None:  # every export format of bench.report.export

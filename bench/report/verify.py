@@ -15,9 +15,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from bench.config import read_yaml_mapping
 from bench.errors import InputError
 from bench.report.config import ExpectedScore
 
@@ -44,13 +44,8 @@ class Verdict:
 
 def read_expected_file(path: Path) -> list[ExpectedScore]:
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"expected scores file not found: {path}")
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise InputError(f"invalid YAML: {getattr(e, 'problem', e)}", source=path) from None
-    if not isinstance(tree, dict) or not isinstance(tree.get("conditions"), list) or not tree["conditions"]:
+    tree = read_yaml_mapping(path, "expected scores file")
+    if not isinstance(tree.get("conditions"), list) or not tree["conditions"]:
         raise InputError("expected a mapping with a non-empty `conditions:` list", source=path)
     try:
         return TypeAdapter(list[ExpectedScore]).validate_python(tree["conditions"])
