@@ -189,10 +189,14 @@ class Pipeline:
         return SystemRun(info, name, run, key)
 
     def system_runs(self, name: str) -> list[SystemRun]:
+        from bench.rerank.stage import shared_pool
+
         runs = [self.first_stage(name)]
-        for spec, info in self.system_specs():
-            if info.status == "ok":  # a failed training cell keeps its leaderboard row, with its error
-                runs.append(self.rerank(name, spec, info))
+        specs = self.system_specs()  # trains the grid first, if any: before the pool takes its CPUs
+        with shared_pool():  # one actor pool for all systems: start-up and imports paid once
+            for spec, info in specs:
+                if info.status == "ok":  # a failed training cell keeps its leaderboard row, with its error
+                    runs.append(self.rerank(name, spec, info))
         return runs
 
     # ---------------------------------------------------------------- evaluate

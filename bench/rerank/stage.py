@@ -5,6 +5,7 @@ Documents below the re-rank depth keep their first-stage order underneath the re
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
@@ -20,35 +21,73 @@ log = logging.getLogger("bench")
 
 @ray.remote
 class ScorerActor:
-    def __init__(self, spec: ScorerSpec):
-        from bench.rerank.scorers import build_scorer
+    """Scores chunks for any system, keeping the most recent scorer loaded.
 
-        self.scorer = build_scorer(spec)
+    The pool outlives one system: a run that re-ranks with many systems (the 16 cells of the
+    training grid) pays process start-up and imports once, and one model load per system.
+    """
 
-    def score(self, chunk_id: int, queries: list[str], texts: list[str]) -> tuple[int, np.ndarray]:
+    def __init__(self):
+        self.spec: ScorerSpec | None = None
+        self.scorer = None
+
+    def score(self, spec: ScorerSpec, chunk_id: int, queries: list[str], texts: list[str]) -> tuple[int, np.ndarray]:
+        if spec != self.spec:
+            from bench.rerank.scorers import build_scorer
+
+            self.scorer = None  # free the previous model before loading the next
+            self.scorer, self.spec = build_scorer(spec), spec
         return chunk_id, self.scorer.score(queries, texts)
 
 
-def make_actor_pool(spec: ScorerSpec, cfg: RerankConfig) -> tuple[ActorPool, list]:
-    actors = [ScorerActor.options(num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor).remote(spec)
-              for _ in range(cfg.actors)]
-    return ActorPool(actors), actors
+# Pools by (cluster, pool shape). Actors hold their CPUs, so a pool lives only as long as one
+# `score_pairs` call, or across a whole `shared_pool()` block (many systems in a row).
+_POOLS: dict[tuple, list] = {}
+_KEEP_POOLS = False
+
+
+@contextlib.contextmanager
+def shared_pool():
+    """Keep one actor pool across every `score_pairs` call inside the block, then free it."""
+    global _KEEP_POOLS
+    outer, _KEEP_POOLS = _KEEP_POOLS, True
+    try:
+        yield
+    finally:
+        _KEEP_POOLS = outer
+        if not outer:
+            release_pools()
+
+
+def release_pools() -> None:
+    for actors in _POOLS.values():
+        for actor in actors:
+            ray.kill(actor)
+    _POOLS.clear()
+
+
+def actor_pool(cfg: RerankConfig) -> ActorPool:
+    key = (ray.get_runtime_context().get_node_id(), cfg.actors, cfg.cpus_per_actor, cfg.gpus_per_actor)
+    if key not in _POOLS:
+        _POOLS[key] = [ScorerActor.options(num_cpus=cfg.cpus_per_actor, num_gpus=cfg.gpus_per_actor).remote()
+                       for _ in range(cfg.actors)]
+    return ActorPool(_POOLS[key])
 
 
 def score_pairs(spec: ScorerSpec, cfg: RerankConfig, queries: list[str], texts: list[str], desc: str) -> np.ndarray:
-    """Score many pairs over a fresh actor pool; chunks are a few batches each for load balance."""
-    pool, actors = make_actor_pool(spec, cfg)
+    """Score many pairs over the actor pool; chunks are a few batches each for load balance."""
+    pool = actor_pool(cfg)
     chunk = spec.batch_size * 4
     chunks = [(i, queries[i:i + chunk], texts[i:i + chunk]) for i in range(0, len(texts), chunk)]
     out = np.empty(len(texts), dtype=np.float32)
     try:
         with tqdm(total=len(texts), desc=desc, unit="pair", mininterval=2) as bar:
-            for start, scores in pool.map_unordered(lambda a, c: a.score.remote(*c), chunks):
+            for start, scores in pool.map_unordered(lambda a, c: a.score.remote(spec, *c), chunks):
                 out[start:start + len(scores)] = scores
                 bar.update(len(scores))
     finally:
-        for a in actors:
-            ray.kill(a)
+        if not _KEEP_POOLS:
+            release_pools()
     return out
 
 
