@@ -62,7 +62,9 @@ def test_reused_attributions_give_what_a_separate_run_per_k_gives():
     rows = {r["k"]: r for r in item_metrics(once, query, [1, 3, ALL_K])}
     alone = explain_item(scorer, query, text, cfg.model_copy(update={"ks": [3]}), 3)
     full = 1 / (1 + np.exp(-alone["full_score"]))
-    assert rows[3]["comprehensiveness"] == pytest.approx(full - 1 / (1 + np.exp(-alone["erasure"]["3"]["removed"])))
+    # Two runs score the same texts in differently composed padded batches: equal to float32 noise.
+    assert rows[3]["comprehensiveness"] == pytest.approx(full - 1 / (1 + np.exp(-alone["erasure"]["3"]["removed"])),
+                                                         abs=1e-6)
     assert rows[3]["aopc"] == pytest.approx((rows[1]["comprehensiveness"] + rows[3]["comprehensiveness"]) / 2)
     qwords = {"ocean", "carbon", "flux", "data"}
     top3 = [w.lower() for w in [t["word"] for t in sorted(
