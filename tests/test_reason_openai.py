@@ -125,7 +125,7 @@ def test_unreachable_endpoint_marks_every_item_with_a_clear_message(tmp_path):
 
 
 def test_api_key_is_never_logged_or_written(server, tmp_path, monkeypatch, caplog):
-    secret = "sk-test-DO-NOT-LEAK-4242"
+    secret = "fake-key-DO-NOT-LEAK-4242"  # a made-up key; the test checks it never leaks
     monkeypatch.setenv("RB_TEST_KEY", secret)
     set_faults(server, ["429"])
     with caplog.at_level(logging.DEBUG):
