@@ -6,6 +6,7 @@ local directory, which is what GPU clusters use (`meta-llama/Llama-3.1-8B`, ...)
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -201,6 +202,19 @@ def resolve_model(name: str) -> str:
         return name  # Hugging Face hub id
     raise InputError(f"unknown model {name!r}; expected a preset ({', '.join(PRESETS)}), "
                      f"a hub id like org/name, or a local model directory")
+
+
+@functools.lru_cache(maxsize=None)
+def model_fingerprint(name: str) -> str:
+    """Identity of a model's weights, for artifact keys: a local dir's config and weight files
+    hashed (a rebuilt preset or retrained checkpoint changes it); a hub id stands for itself."""
+    from bench.artifacts import content_hash, file_sha256
+
+    path = Path(resolve_model(name))
+    if not path.is_dir():
+        return str(path)
+    files = [path / "config.json", *sorted(path.glob("*.safetensors")), *sorted(path.glob("*.bin"))]
+    return content_hash([file_sha256(f) for f in files if f.is_file()])
 
 
 def model_params_label(name: str) -> str:

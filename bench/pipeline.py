@@ -176,8 +176,10 @@ class Pipeline:
         first = self.first_stage(name)
         qids = self.rerank_qids(name)
         cfg = self.exp.rerank
+        from bench.models import model_fingerprint
+
         key = content_hash("rerank", STAGE_VERSIONS["rerank"], first.key, spec, cfg.depth, qids,
-                           _adapter_fingerprint(spec))
+                           model_fingerprint(spec.model), _adapter_fingerprint(spec))
 
         def build(tmp: Path) -> None:
             ensure_ray(self.exp.ray)

@@ -148,8 +148,11 @@ class TrainGrid:
         return cells
 
     def _key(self, c: Cell, ds_hash, rm_key) -> str:
+        from bench.models import model_fingerprint
+
         h = self.cfg.hyper
-        return content_hash("train", TRAIN_VERSION, __version__, c.entry.model, c.method, h,
+        return content_hash("train", TRAIN_VERSION, __version__, c.entry.model, model_fingerprint(c.model_dir),
+                            c.method, h,
                             self.cfg.prompt, self.cfg.depth, h.seed if h.seed is not None else self.exp.seed,
                             content_hash(c.data), ds_hash, rm_key)
 
