@@ -15,7 +15,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from bench.artifacts import content_hash
-from bench.config_base import StrictModel
+from bench.config_base import StrictModel, repeated
 from bench.errors import InputError
 from bench.explain.config import ExplainConfig
 from bench.reason.config import ReasonConfig
@@ -162,8 +162,7 @@ class Experiment(StrictModel):
     @field_validator("data")
     @classmethod
     def _unique_names(cls, sources):
-        names = [s.name for s in sources]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = repeated([s.name for s in sources])
         if dupes:
             raise ValueError(f"data source names must be unique, repeated: {', '.join(dupes)}")
         return sources

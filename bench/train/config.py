@@ -11,7 +11,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from bench.config_base import StrictModel
+from bench.config_base import StrictModel, repeated
 
 # name -> (trl trainer, training data, scorer kind, the single scoring neuron)
 METHODS: dict[str, tuple[str, str, str, str]] = {
@@ -102,8 +102,7 @@ class TrainConfig(StrictModel):
     @field_validator("models")
     @classmethod
     def _unique_models(cls, models):
-        labels = [m.label for m in models]
-        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        dupes = repeated([m.label for m in models])
         if dupes:
             raise ValueError(f"model labels repeat: {', '.join(dupes)} (give each a distinct `name`)")
         return models
