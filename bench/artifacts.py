@@ -61,6 +61,44 @@ def file_sha256(path: Path, length: int = 16) -> str:
     return h.hexdigest()[:length]
 
 
+def _hash_cache_file() -> Path:
+    from bench.models import cache_root
+
+    return cache_root() / "file-hashes.json"
+
+
+_HASHES: dict[str, tuple[int, int, str]] | None = None
+
+
+def content_fingerprint(path: Path) -> str:
+    """SHA-256 of a file's bytes, or of every file under a directory (relative names included).
+
+    Hashed once per (path, size, mtime): the result is cached in `$RERANK_BENCH_CACHE/file-hashes.json`,
+    so large corpora are read again only after they change.
+    """
+    global _HASHES
+    path = Path(path).expanduser().resolve()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        return content_hash([(str(f.relative_to(path)), content_fingerprint(f)) for f in files])
+    if _HASHES is None:
+        try:
+            _HASHES = {k: tuple(v) for k, v in json.loads(_hash_cache_file().read_text()).items()}
+        except (OSError, ValueError):
+            _HASHES = {}
+    st = path.stat()
+    hit = _HASHES.get(str(path))
+    if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+        return hit[2]
+    digest = file_sha256(path, 32)
+    _HASHES[str(path)] = (st.st_size, st.st_mtime_ns, digest)
+    try:
+        write_json_atomic(_hash_cache_file(), _HASHES)
+    except OSError:
+        pass  # a read-only cache dir only costs re-hashing next time
+    return digest
+
+
 # ---------------------------------------------------------------- atomic single files
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -96,6 +134,10 @@ class StageCache:
         self.computed: list[tuple[str, str]] = []  # (stage, key) computed in this process
         self.reused: list[tuple[str, str]] = []
 
+    def counts(self, stage: str) -> tuple[int, int]:
+        """(computed, reused) artifacts of a stage so far in this process."""
+        return (sum(s == stage for s, _ in self.computed), sum(s == stage for s, _ in self.reused))
+
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
@@ -111,23 +153,29 @@ class StageCache:
         *,
         label: str = "",
         meta: dict | None = None,
+        validate: Callable[[Path], Any] | None = None,
     ) -> T:
         """Load the artifact for (stage, key) if finished; else build it atomically, then load.
 
-        `build(tmp_dir)` writes the artifact's files into a fresh temporary directory; it is
-        renamed into place only after `build` returns, with a done-marker holding `meta`.
+        `build(tmp_dir)` writes the artifact's files into a fresh temporary directory. The files
+        are then checked (`validate(tmp_dir)`, by default `load(tmp_dir)`), and only then does the
+        directory get its done-marker and its final name. A build or check that fails leaves
+        nothing behind, not even the folders created for it, so no later run can reuse it.
         """
         final = self.path(stage, key)
         what = f"{stage}{' ' + label if label else ''}"
         if self.is_done(stage, key):
-            log.info("%s: cached, nothing to do (%s)", what, final)
+            log.debug("%s: cached, nothing to do (%s)", what, final)
             self.reused.append((stage, key))
             return load(final)
+        created = first_missing(final.parent)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=final.parent))
         started = time.time()
+        ok = False
         try:
             build(tmp)
+            (validate or load)(tmp)
             marker = {"stage": stage, "key": key, "label": label, "seconds": round(time.time() - started, 3),
                       "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                       "bench_version": __version__, **(meta or {})}
@@ -135,9 +183,33 @@ class StageCache:
             if final.exists():  # a stale, unfinished attempt from an interrupted run
                 shutil.rmtree(final)
             os.replace(tmp, final)
+            ok = True
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-        log.info("%s: computed in %.1fs (%s)", what, time.time() - started, final)
+            if not ok:
+                remove_if_empty(created)
+        log.debug("%s: computed in %.1fs (%s)", what, time.time() - started, final)
         self.computed.append((stage, key))
         return load(final)
+
+
+def first_missing(path: Path) -> Path | None:
+    """The outermost ancestor of `path` (or `path` itself) that does not exist yet."""
+    path = Path(path).absolute()
+    missing = None
+    while not path.exists():
+        missing = path
+        if path.parent == path:
+            break
+        path = path.parent
+    return missing
+
+
+def remove_if_empty(path: Path | None) -> None:
+    """Remove `path` if it holds nothing but empty folders (what a failed step created)."""
+    if path is None or not path.is_dir():
+        return
+    if any(p.is_file() or p.is_symlink() for p in path.rglob("*")):
+        return
+    shutil.rmtree(path, ignore_errors=True)

@@ -51,8 +51,47 @@ def _pipeline(args):
     from bench.pipeline import Pipeline
 
     pipeline = Pipeline(load_experiment(args.config, args.set))
+    from bench.artifacts import first_missing
+
+    _RUN["out_dir"] = pipeline.out_dir
+    _RUN["created"] = first_missing(pipeline.out_dir)
     pipeline.preflight()
+    from bench import console
+
+    console.open_log_file(pipeline.out_dir, args.command)  # named on the run's last line
     return pipeline
+
+
+# What the running command created, so that an input error can take it back ("nothing written").
+_RUN: dict = {}
+
+
+def _shown(path) -> str:
+    """A path as the user would type it: relative to the working directory when inside it."""
+    from pathlib import Path
+
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _undo_outputs() -> None:
+    """After an input error: remove the results folder this command created (or just its log file)."""
+    import shutil
+
+    from bench import console
+
+    log_path = console.log_file()
+    console.close_log_file()
+    created = _RUN.get("created")
+    if created is not None:  # the results folder (or its parents) did not exist before this command
+        shutil.rmtree(created, ignore_errors=True)
+        return
+    if log_path is not None and log_path.exists():
+        log_path.unlink()
+        if not any(log_path.parent.iterdir()):
+            log_path.parent.rmdir()
 
 
 @command("data", "load and validate every data source, write the data artifacts, print a summary")
@@ -104,12 +143,14 @@ def cmd_evaluate(args) -> int:
 
 @command("run", "run the whole experiment: every stage, then the leaderboard")
 def cmd_run(args) -> int:
+    from bench import console
     from bench.pipeline import run_all
 
     p = _pipeline(args)
-    run_all(p)
-    print((p.out_dir / "leaderboard.md").read_text())
+    board = run_all(p)
+    print(board.console_table())
     print(p.summary())
+    print(f"results: {_shown(p.out_dir)}/ (leaderboard.md, table1.md, logs in {_shown(console.log_file())})")
     return 0
 
 
@@ -129,14 +170,28 @@ def cmd_schema(args) -> int:
 
     from bench.config import Experiment
 
-    print(json.dumps(Experiment.model_json_schema(), indent=1))
+    print(json.dumps(experiment_schema(Experiment), indent=1))
     return 0
+
+
+def experiment_schema(model) -> dict:
+    """The JSON schema with the experiment's own keys first and the definitions they use last."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", None)
+    first = ["title", "description", "type", "properties", "required"]
+    ordered = {k: schema[k] for k in first if k in schema}
+    ordered.update({k: v for k, v in schema.items() if k not in ordered})
+    if defs is not None:
+        ordered["$defs"] = defs
+    return ordered
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rerank-bench", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"rerank-bench {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on the console")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="show more on the console: -v adds every library's log records, -vv debug lines")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         importlib.import_module(module)
@@ -153,21 +208,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench import console
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    for noisy in ("httpx", "filelock", "urllib3", "bm25s"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    console.setup(-1 if args.quiet else args.verbose)
+    _RUN.clear()
     try:
         return args.func(args) or 0
     except InputError as e:
+        _undo_outputs()
         print(f"rerank-bench: error: {e}", file=sys.stderr)
         return EXIT_INPUT_ERROR
+    except (PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError) as e:
+        # an output path the user gave that cannot be written: their input, one line
+        _undo_outputs()
+        print(f"rerank-bench: error: cannot write {e.filename}: {e.strerror}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except BrokenPipeError:
+        # `rerank-bench schema | head`: the reader went away; nothing more to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("rerank-bench: interrupted; finished stages are kept and a re-run resumes from them", file=sys.stderr)
         return 130
+    except Exception:
+        if console.log_file() is not None:
+            log.error("failed; library output and the full log are in %s", _shown(console.log_file()))
+        raise
+    finally:
+        console.close_log_file()
 
 
 if __name__ == "__main__":

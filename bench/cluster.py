@@ -16,7 +16,9 @@ WORKER_ENV_KEYS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "RERANK_
 
 
 def worker_env() -> dict[str, str]:
-    env = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    from bench.console import QUIET_ENV
+
+    env = {"OMP_NUM_THREADS": "1", **QUIET_ENV}
     env.update({k: os.environ[k] for k in WORKER_ENV_KEYS if k in os.environ})
     return env
 
@@ -29,16 +31,21 @@ def ensure_ray(cfg: RayConfig | None = None):
 
     if ray.is_initialized():
         return ray
+    from bench.console import QUIET_ENV, capture_ray_worker_output
+
+    for key, value in QUIET_ENV.items():  # read by the driver-side of Ray too (log dedup)
+        os.environ.setdefault(key, value)
     cfg = cfg or RayConfig()
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     runtime_env = {"env_vars": worker_env()}
     if address:
-        log.info("ray: joining cluster at %s", address)
+        log.info("ray: joining the cluster at %s", address)
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private loopback cluster
         _start_local(ray, cfg, runtime_env)
-        log.info("ray: started a local cluster with %s CPUs", ray.cluster_resources().get("CPU"))
+        log.debug("ray: started a local cluster with %s CPUs", ray.cluster_resources().get("CPU"))
+    capture_ray_worker_output()  # worker output to the log file, cell events to the console
     return ray
 
 

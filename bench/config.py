@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from bench.artifacts import content_hash
 from bench.config_base import StrictModel, repeated
@@ -108,25 +108,72 @@ class RetrieveConfig(StrictModel):
     title_field: bool = Field(True, description="index title + text (BEIR 'flat' style)")
 
 
+FIRST_STAGE_NAME = "BM25"  # the first stage's row in every table; no other system may take the name
+
+
 class ScorerSpec(StrictModel):
     """A model-based scorer: one batched call from (query, item) pairs to one score each."""
 
     name: str = Field(description="system name in the leaderboard")
-    kind: Literal["relevance-token", "reward-head"] = "relevance-token"
+    kind: Literal["relevance-token", "reward-head", "cross-encoder", "bi-encoder"] = Field(
+        "relevance-token", description="relevance-token: log-odds of 'yes' over 'no' of a causal LM; reward-head: "
+                                       "scalar head of a causal LM; cross-encoder: (query, item) encoder logit; "
+                                       "bi-encoder: cosine of sentence embeddings")
     model: str = Field(description="preset name (see `rerank-bench models`), HF hub id or local dir")
     adapter: Optional[str] = Field(None, description="peft adapter dir applied on top of the model")
     prompt: Literal["chat", "plain"] = "chat"
     batch_size: int = Field(16, ge=1)
-    max_length: int = Field(512, ge=16)
+    max_length: int = Field(512, ge=16, description="tokens per (query, item) input, template included")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="compute precision: auto = bf16 on CUDA (fp16 where bf16 is missing), float32 on CPU")
     params: Optional[str] = Field(None, description="parameter count label for tables, e.g. 135M")
+
+
+class RunSystem(StrictModel):
+    """A published or submitted ranking, read from a TREC run file, evaluated like any system."""
+
+    name: str = Field(description="system name in the leaderboard, e.g. RankVicuna-7B")
+    kind: Literal["run"]
+    run: Path = Field(description="TREC run file (qid Q0 docid rank score tag)")
+    dataset: Optional[str] = Field(None, description="the data source it ranks; default every source it has queries of")
+    params: Optional[str] = Field(None, description="parameter count label for tables, e.g. 7B")
+
+
+def _system_kind(value) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return "run" if kind == "run" else "scorer"
+
+
+SystemSpec = Annotated[Union[Annotated[ScorerSpec, Tag("scorer")], Annotated[RunSystem, Tag("run")]],
+                       Discriminator(_system_kind)]
 
 
 class RerankConfig(StrictModel):
     depth: int = Field(10, ge=1, description="first-stage candidates re-ranked per query")
-    systems: list[ScorerSpec] = Field(default_factory=list)
-    actors: int = Field(1, ge=1, description="Ray actors scoring in parallel")
+    systems: list[SystemSpec] = Field(default_factory=list, description="model-based re-rankers and run files")
+    actors: int = Field(1, ge=1, description="scoring actors (the data plane's Ray Data actor pool size)")
     cpus_per_actor: float = Field(1.0, gt=0)
     gpus_per_actor: float = Field(0.0, ge=0)
+    plane_batch_size: int = Field(256, ge=1, description="pairs per data-plane batch handed to an actor (each "
+                                                         "system's forward batches come from its own batch_size)")
+
+    @field_validator("systems")
+    @classmethod
+    def _unique_system_names(cls, systems):
+        dupes = repeated([s.name for s in systems])
+        if dupes:
+            raise ValueError(f"system names must be unique, repeated: {', '.join(dupes)}")
+        if any(s.name == FIRST_STAGE_NAME for s in systems):
+            raise ValueError(f"{FIRST_STAGE_NAME!r} is the first stage's name; give the system another name")
+        return systems
+
+    @property
+    def scorers(self) -> list[ScorerSpec]:
+        return [s for s in self.systems if isinstance(s, ScorerSpec)]
+
+    @property
+    def run_systems(self) -> list[RunSystem]:
+        return [s for s in self.systems if isinstance(s, RunSystem)]
 
 
 class EvaluateConfig(StrictModel):

@@ -4,7 +4,10 @@
 
 `Pipeline` memoises each stage's artifact in memory and on disk (`StageCache`), so
 `rerank-bench evaluate` after `rerank-bench retrieve` recomputes nothing that is already
-there, and an interrupted `run` resumes from its finished stages.
+there, and an interrupted `run` resumes from its finished stages. A stage's key covers
+everything that decides its output: its config slice, the contents of its input files and
+models (tokenizer included), its input artifacts' keys, its code version and the versions of
+the libraries that compute it.
 """
 from __future__ import annotations
 
@@ -15,16 +18,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.artifacts import StageCache, content_hash, file_sha256, write_json_atomic
-from bench.config import Experiment, ScorerSpec
+from bench.artifacts import StageCache, content_fingerprint, content_hash, write_json_atomic
+from bench.config import FIRST_STAGE_NAME, Experiment, RunSystem, ScorerSpec
+from bench.console import stage
 from bench.data.collection import Collection, Run
-from bench.provenance import stamp
-from bench.report.leaderboard import Leaderboard, SystemInfo
+from bench.errors import InputError
+from bench.provenance import library_versions, stamp
+from bench.report.leaderboard import Leaderboard
+from bench.systems import SystemInfo, SystemRun
 
 log = logging.getLogger("bench")
 
 # Bump a stage's version when its code changes what it produces: old artifacts are then ignored.
-STAGE_VERSIONS = {"data": 1, "retrieve": 1, "rerank": 1, "evaluate": 1}
+STAGE_VERSIONS = {"data": 2, "retrieve": 2, "rerank": 2, "evaluate": 1}
 
 
 @dataclass
@@ -41,40 +47,82 @@ class Dataset:
         return sorted(self.collection.queries) if split == "all" else self.splits.get(split, [])
 
 
-@dataclass
-class SystemRun:
-    """A ranking produced by one system on one dataset, with its artifact key."""
+def source_fingerprint(src) -> dict[str, str]:
+    """The contents of every input file or folder a data source names (the demo: its shipped file)."""
+    from bench.data.loaders import demo_path
 
-    info: SystemInfo
-    dataset: str
-    run: Run | None
-    key: str
+    paths = {name: getattr(src, name) for name in type(src).model_fields if isinstance(getattr(src, name), Path)}
+    if src.loader == "demo":
+        paths["demo"] = demo_path()
+    return {name: (content_fingerprint(p) if Path(p).exists() else "missing") for name, p in sorted(paths.items())}
+
+
+def scorer_identity(spec: ScorerSpec) -> dict:
+    """What decides a scorer's scores: the spec without labels; the adapter by its weights."""
+    from bench.models import model_fingerprint
+
+    ident = spec.model_dump(mode="json", exclude={"name", "params", "adapter"})
+    ident["model"] = model_fingerprint(spec.model)
+    ident["adapter"] = _adapter_fingerprint(spec)
+    return ident
 
 
 class Pipeline:
     def __init__(self, exp: Experiment):
         self.exp = exp
-        self.out_dir = exp.out_dir
+        # Absolute: Ray workers (training cells, actors) run in other working directories.
+        self.out_dir = Path(exp.out_dir).expanduser().absolute()
         self.cache = StageCache(self.out_dir)
+        from bench.console import count_artifacts_with
+
+        count_artifacts_with(self.cache.counts)
 
     def preflight(self) -> None:
         """Cheap checks of everything a later stage would trip on, before any stage runs."""
+        from bench.errors import require_file, require_writable_dir
         from bench.evaluate.ir import parse_measures
         from bench.models import check_model
         from bench.report.stage import check_report
 
+        require_writable_dir(self.exp.results_dir, "results_dir")
         parse_measures(self.exp.evaluate.measures)
         check_report(self)
-        for spec in self.exp.rerank.systems:
+        for spec in self.exp.rerank.scorers:
             check_model(spec.model)
+        names = [s.name for s in self.exp.data]
+        for i, rs in enumerate(self.exp.rerank.run_systems):
+            require_file(rs.run, "run file", f"rerank.systems.{i}.run")
+            if rs.dataset is not None and rs.dataset not in names:
+                raise InputError(f"rerank.systems.{i}.dataset: unknown data source {rs.dataset!r}; "
+                                 f"expected one of {', '.join(names)}")
+            if rs.dataset is None and len(names) > 1:
+                raise InputError(f"rerank.systems.{i}.dataset: the experiment has several data sources; "
+                                 f"name the one run {rs.name!r} ranks")
         if self.exp.train is not None:
             from bench.train.grid import preflight as check_train
 
             check_train(self)
+        self.check_system_names()
         if self.exp.explain is not None or self.exp.reason is not None:
             from bench.explain.steps import preflight as check_explain
 
             check_explain(self)
+
+    def check_system_names(self) -> None:
+        """Every row of a leaderboard is one system: names may not repeat, nor take the first stage's."""
+        from collections import Counter
+
+        names = [s.name for s in self.exp.rerank.systems]
+        if self.exp.train is not None:
+            from bench.train.grid import planned_cell_names
+
+            names += planned_cell_names(self.exp)
+        repeated = sorted(n for n, c in Counter(names).items() if c > 1)
+        if repeated:
+            raise InputError(f"system names must be unique: {', '.join(repeated)} is used by two systems "
+                             f"(rerank.systems and trained cells named <model label>-<method>)")
+        if FIRST_STAGE_NAME in names:
+            raise InputError(f"system name {FIRST_STAGE_NAME!r} is reserved for the first stage")
 
     # ---------------------------------------------------------------- data
     @functools.cache
@@ -83,7 +131,8 @@ class Pipeline:
         from bench.data.splits import split_queries
 
         src = self.exp.source(name)
-        key = content_hash("data", STAGE_VERSIONS["data"], src, self.exp.splits, self.exp.seed)
+        key = content_hash("data", STAGE_VERSIONS["data"], src, source_fingerprint(src), self.exp.splits,
+                           self.exp.seed, library_versions("data"))
 
         def build(tmp: Path) -> None:
             col = load_source(src)
@@ -94,7 +143,8 @@ class Pipeline:
             col = Collection.load(path)
             return Dataset(name, col, col.splits or {}, key, col.checksum(path))
 
-        return self.cache.get_or_build("data", key, build, load, label=name)
+        return self.cache.get_or_build("data", key, build, load, label=name,
+                                       validate=lambda p: (p / "collection.json").is_file() or _missing(p))
 
     def datasets(self) -> list[Dataset]:
         return [self.dataset(s.name) for s in self.exp.data]
@@ -109,28 +159,33 @@ class Pipeline:
             method = "candidates"  # a candidate-list collection (TREC DL top-100) can only use its lists
         else:
             method = cfg.method
-        key = content_hash("retrieve", STAGE_VERSIONS["retrieve"], ds.key, cfg, method)
+        key = content_hash("retrieve", STAGE_VERSIONS["retrieve"], ds.key, cfg, method, library_versions("retrieve"))
 
         def build(tmp: Path) -> None:
             if method == "candidates":
                 if ds.collection.candidates is None:
-                    from bench.errors import InputError
-
                     raise InputError(f"retrieve.method: 'candidates' but data source {name!r} has no candidate lists")
-                run = Run("BM25", ds.collection.candidates.scores)
+                run = Run(FIRST_STAGE_NAME, ds.collection.candidates.scores)
             elif method == "pyserini":
                 from bench.retrieve.pyserini_bm25 import pyserini_run
 
                 run = pyserini_run(ds.collection, cfg)
+            elif method in ("dense", "hybrid"):
+                from bench.retrieve.dense import dense_or_hybrid_run
+
+                run = dense_or_hybrid_run(self, ds, cfg, method)
             else:
                 from bench.retrieve.bm25 import bm25_run
 
                 run = bm25_run(ds.collection, cfg)
+            if not any(run.scores.values()):
+                raise InputError(f"retrieve: the first stage found no document for any query of data source "
+                                 f"{name!r} (are the queries empty, or made of stopwords only?)")
             run.save_trec(tmp / "run.trec")
 
-        run = self.cache.get_or_build("retrieve", key, build, lambda p: Run.load_trec(p / "run.trec", "BM25"),
-                                      label=name)
-        return SystemRun(SystemInfo("BM25", kind="first-stage"), name, run, key)
+        run = self.cache.get_or_build("retrieve", key, build,
+                                      lambda p: Run.load_trec(p / "run.trec", FIRST_STAGE_NAME), label=name)
+        return SystemRun(SystemInfo(FIRST_STAGE_NAME, kind="first-stage", method=method), name, run, key)
 
     # ---------------------------------------------------------------- train
     @functools.cache
@@ -141,22 +196,24 @@ class Pipeline:
         from bench.train.grid import TrainGrid
         from bench.train.table import write_table1
 
-        results = TrainGrid(self).run()
-        prov = stamp(self.exp.hash(), self.exp.seed, {d.name: d.checksum for d in self.datasets()})
-        paths = write_table1(results, self.out_dir, prov, f"Table 1: {self.exp.name}")
-        log.info("table 1: %s", paths["md"])
+        with stage("train", "grid") as st:
+            results = TrainGrid(self).run()
+            prov = stamp(self.exp.hash(), self.exp.seed, {d.name: d.checksum for d in self.datasets()})
+            paths = write_table1(results, self.out_dir, prov, f"Table 1: {self.exp.name}")
+            ok = sum(r.status == "ok" for r in results)
+            st["note"] = f"{ok}/{len(results)} cells ok; {paths['md']}"
         return results
 
-    # ---------------------------------------------------------------- rerank
+    # ---------------------------------------------------------------- systems
     def system_specs(self) -> list[tuple[ScorerSpec, SystemInfo]]:
-        """Every model-based system of the experiment: configured ones, then trained cells."""
+        """Every model-based system of the experiment: configured ones, then trained cells, then tuned."""
         from bench.models import PRESETS
 
         specs = []
-        for spec in self.exp.rerank.systems:
+        for spec in self.exp.rerank.scorers:
             preset = PRESETS.get(spec.model)
             specs.append((spec, SystemInfo(spec.name, kind="zero-shot", params=spec.params or (preset.params if preset else ""),
-                                           family=preset.family if preset else "")))
+                                           family=preset.family if preset else spec.kind)))
         from bench.train.grid import trained_system
 
         specs.extend(trained_system(r, self.exp.train) for r in self.train_results())
@@ -169,37 +226,137 @@ class Pipeline:
     def rerank_qids(self, name: str) -> list[str]:
         return self.dataset(name).qids(self.exp.evaluate.split)
 
-    def rerank(self, name: str, spec: ScorerSpec, info: SystemInfo) -> SystemRun:
+    def _rerank_key(self, name: str, spec: ScorerSpec) -> str:
+        return content_hash("rerank", STAGE_VERSIONS["rerank"], self.first_stage(name).key, scorer_identity(spec),
+                            self.exp.rerank.depth, self.rerank_qids(name), library_versions("rerank"))
+
+    @functools.cache
+    def rerank_all(self) -> dict[tuple[str, str], SystemRun]:
+        """Every (model-based system, dataset) ranking. Missing ones are scored in one pass of the data
+        plane (all systems, all datasets: start-up paid once), then written as cached artifacts."""
+        specs = [(s, i) for s, i in self.system_specs() if i.status == "ok"]  # trains the grid first, if any
+        jobs = [(ds.name, spec, info) for ds in self.datasets() for spec, info in specs]
+        if not jobs:
+            return {}
+        todo = [(n, s, i) for n, s, i in jobs if not self.cache.is_done("rerank", self._rerank_key(n, s))]
+        if todo:
+            with stage("rerank", f"{len(todo)} system x dataset rankings") as st:
+                scored = self._score_with_plane(todo)
+                for (n, spec, _), (run, cuts) in zip(todo, scored):
+                    self._write_rerank(n, spec, run, cuts)
+                st["note"] = f"{sum(c['pairs'] for _, c in scored)} pairs"
+        out = {}
+        cut_systems = []
+        for n, spec, info in jobs:
+            key = self._rerank_key(n, spec)
+            path = self.cache.path("rerank", key)
+            run = self.cache.get_or_build("rerank", key, _missing, lambda p: Run.load_trec(p / "run.trec", spec.name),
+                                          label=f"{spec.name} on {n}")
+            cuts = _read_json(path / "cuts.json")
+            if cuts.get("any_cut"):
+                cut_systems.append(f"{spec.name} on {n}: {cuts['any_cut']}/{cuts['pairs']}")
+                log.debug("rerank %s on %s: %d of %d pairs cut to max_length %d (query %d, item %d)", spec.name, n,
+                          cuts["any_cut"], cuts["pairs"], spec.max_length, cuts["query_cut"], cuts["item_cut"])
+            out[(n, spec.name)] = SystemRun(info, n, run, key, cuts)
+        if cut_systems:  # the counts per system are in leaderboard.json ("truncation") and the log file
+            log.info("rerank: pairs cut to fit max_length (item first, then query) in %d of %d rankings, e.g. %s",
+                     len(cut_systems), len(jobs), "; ".join(cut_systems[:2]))
+        return out
+
+    def _score_with_plane(self, todo: list) -> list[tuple[Run, dict]]:
+        import numpy as np
+
         from bench.cluster import ensure_ray
-        from bench.rerank.stage import rerank_run
+        from bench.plane import PlaneResources, score_rows
 
-        first = self.first_stage(name)
-        qids = self.rerank_qids(name)
         cfg = self.exp.rerank
-        from bench.models import model_fingerprint
+        specs = list(dict.fromkeys(spec for _, spec, _ in todo))
+        spec_index = {s: i for i, s in enumerate(specs)}
+        rows, owners, queries, items = [], [], {}, {}
+        for j, (name, spec, _) in enumerate(todo):
+            col, first = self.dataset(name).collection, self.first_stage(name).run
+            for qid in self.rerank_qids(name):
+                qkey = f"{name}\x00{qid}"
+                queries[qkey] = col.queries[qid]
+                for docid, _ in first.ranked(qid, cfg.depth):
+                    dkey = f"{name}\x00{docid}"
+                    items.setdefault(dkey, col.corpus[docid].full_text())
+                    rows.append({"system": spec_index[spec], "qid": qkey, "docid": dkey})
+                    owners.append((j, qid, docid))
+        order = sorted(range(len(rows)), key=lambda r: rows[r]["system"])  # consecutive rows share a model
+        rows, owners = [rows[r] for r in order], [owners[r] for r in order]
+        ensure_ray(self.exp.ray)
+        res = score_rows(specs, rows, queries, items,
+                         PlaneResources(cfg.actors, cfg.cpus_per_actor, cfg.gpus_per_actor, cfg.plane_batch_size),
+                         desc="rerank")
+        per_job: list[dict] = [{} for _ in todo]
+        cuts = [{"pairs": 0, "query_cut": 0, "item_cut": 0, "any_cut": 0} for _ in todo]
+        for (j, qid, docid), s, qc, ic in zip(owners, res["score"], res["query_cut"], res["item_cut"]):
+            per_job[j].setdefault(qid, {})[docid] = float(s)
+            c = cuts[j]
+            c["pairs"] += 1
+            c["query_cut"] += int(qc)
+            c["item_cut"] += int(ic)
+            c["any_cut"] += int(qc or ic)
+        out = []
+        for j, (name, spec, _) in enumerate(todo):
+            first = self.first_stage(name).run
+            reranked = per_job[j]
+            for qid in self.rerank_qids(name):
+                top = reranked.setdefault(qid, {})
+                floor = min(top.values(), default=0.0)
+                for i, (docid, _) in enumerate(first.ranked(qid)[cfg.depth:]):
+                    top[docid] = floor - 1.0 - i  # below every re-ranked item, first-stage order kept
+            if not np.isfinite([v for d in reranked.values() for v in d.values()]).all():
+                raise RuntimeError(f"{spec.name} produced non-finite scores on {name}")
+            from bench.rerank.scorers import torch_dtype  # recorded with the results
 
-        key = content_hash("rerank", STAGE_VERSIONS["rerank"], first.key, spec, cfg.depth, qids,
-                           model_fingerprint(spec.model), _adapter_fingerprint(spec))
+            cuts[j]["dtype"] = str(torch_dtype(spec.dtype, "cuda" if cfg.gpus_per_actor else "cpu")).replace("torch.", "")
+            out.append((Run(spec.name, reranked), cuts[j]))
+        return out
 
+    def _write_rerank(self, name: str, spec: ScorerSpec, run: Run, cuts: dict) -> None:
         def build(tmp: Path) -> None:
-            ensure_ray(self.exp.ray)
-            run = rerank_run(self.dataset(name).collection, first.run, qids, spec, cfg)
             run.save_trec(tmp / "run.trec")
+            write_json_atomic(tmp / "cuts.json", {**cuts, "max_length": spec.max_length})
 
-        run = self.cache.get_or_build("rerank", key, build, lambda p: Run.load_trec(p / "run.trec", spec.name),
-                                      label=f"{spec.name} on {name}")
-        return SystemRun(info, name, run, key)
+        self.cache.get_or_build("rerank", self._rerank_key(name, spec), build,
+                                lambda p: Run.load_trec(p / "run.trec", spec.name), label=f"{spec.name} on {name}")
+
+    def rerank(self, name: str, spec: ScorerSpec, info: SystemInfo) -> SystemRun:
+        """One system's ranking of one dataset (computed with all others that are missing)."""
+        runs = self.rerank_all()
+        if (name, spec.name) in runs:
+            return runs[(name, spec.name)]
+        raise KeyError(f"no ranking of {name} by {spec.name}")
+
+    @functools.cache
+    def run_file_systems(self, name: str) -> list[SystemRun]:
+        """Systems given as TREC run files (`kind: run`), checked against the collection."""
+        ds = self.dataset(name)
+        out = []
+        for rs in self.exp.rerank.run_systems:
+            if rs.dataset not in (None, name):
+                continue
+            run = Run.load_trec(rs.run, rs.name)
+            run.check_ids(ds.collection.queries, ds.collection.corpus, what=f"run of system {rs.name!r}")
+            run.name = rs.name
+            key = content_hash("run-file", content_fingerprint(rs.run), rs.name)
+            out.append(SystemRun(SystemInfo(rs.name, kind="run", params=rs.params or ""), name, run, key))
+        return out
 
     def system_runs(self, name: str) -> list[SystemRun]:
-        from bench.rerank.stage import shared_pool
-
-        runs = [self.first_stage(name)]
-        specs = self.system_specs()  # trains the grid first, if any: before the pool takes its CPUs
-        with shared_pool():  # one actor pool for all systems: start-up and imports paid once
-            for spec, info in specs:
-                if info.status == "ok":  # a failed training cell keeps its leaderboard row, with its error
-                    runs.append(self.rerank(name, spec, info))
+        runs = [self.first_stage(name), *self.run_file_systems(name)]
+        reranked = self.rerank_all()
+        runs += [sr for (n, _), sr in reranked.items() if n == name]
         return runs
+
+    def all_systems(self) -> dict[str, SystemInfo]:
+        systems = {FIRST_STAGE_NAME: SystemInfo(FIRST_STAGE_NAME, kind="first-stage")}
+        for rs in self.exp.rerank.run_systems:
+            systems[rs.name] = SystemInfo(rs.name, kind="run", params=rs.params or "")
+        systems.update({info.name: info for _, info in self.system_specs()})
+        return systems
 
     # ---------------------------------------------------------------- evaluate
     def evaluate(self, name: str) -> pd.DataFrame:
@@ -213,7 +370,7 @@ class Pipeline:
             if sr.run is None:
                 continue
             key = content_hash("evaluate", STAGE_VERSIONS["evaluate"], ds.key, sr.key, self.exp.evaluate.measures,
-                               self.exp.evaluate.split, sr.info.name)
+                               self.exp.evaluate.split, sr.info.name, library_versions("evaluate"))
 
             def build(tmp: Path, sr=sr) -> None:
                 df = per_query(sr.run, ds.collection.qrels, self.exp.evaluate.measures, name,
@@ -227,23 +384,29 @@ class Pipeline:
 
     # ---------------------------------------------------------------- report
     def leaderboard(self) -> Leaderboard:
-        per_query = pd.concat([self.evaluate(s.name) for s in self.exp.data], ignore_index=True)
-        systems = {"BM25": SystemInfo("BM25", kind="first-stage")}
-        systems.update({info.name: info for _, info in self.system_specs()})
+        with stage("evaluate", "ir-measures per query") as st:
+            per_query = pd.concat([self.evaluate(s.name) for s in self.exp.data], ignore_index=True)
+            st["note"] = f"{per_query['system'].nunique()} systems, {per_query['qid'].nunique()} queries"
+        systems = self.all_systems()
         prov = stamp(self.exp.hash(), self.exp.seed, {d.name: d.checksum for d in self.datasets()})
-        board = Leaderboard.from_per_query(per_query, systems, prov, baseline=self.exp.evaluate.baseline)
+        board = Leaderboard.from_per_query(per_query, systems, prov, baseline=self.exp.evaluate.baseline,
+                                           measures=self.exp.evaluate.measures)
+        board.truncation = {}
+        for (name, system), sr in self.rerank_all().items():
+            board.truncation.setdefault(system, {})[name] = sr.cuts
         from bench.report.stage import add_significance
 
         add_significance(board, per_query, self.exp)  # paired tests vs the baselines, marked in every export
         if self.exp.explain is not None:  # faithfulness, grounding, Table 2 text columns per system
             board.extra_columns.update(self.explanations())
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        per_query.to_csv(self.out_dir / "per_query.csv.tmp", index=False)
-        Path(self.out_dir / "per_query.csv.tmp").replace(self.out_dir / "per_query.csv")
-        paths = board.write(self.out_dir, f"Leaderboard: {self.exp.name}")
-        write_json_atomic(self.out_dir / "config.resolved.json", {"config": self.exp.model_dump(mode="json"),
-                                                                    "provenance": prov})
-        log.info("leaderboard: %s", paths["md"])
+        with stage("report", "leaderboard exports") as st:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            per_query.to_csv(self.out_dir / "per_query.csv.tmp", index=False)
+            Path(self.out_dir / "per_query.csv.tmp").replace(self.out_dir / "per_query.csv")
+            paths = board.write(self.out_dir, f"Leaderboard: {self.exp.name}")
+            write_json_atomic(self.out_dir / "config.resolved.json", {"config": self.exp.model_dump(mode="json"),
+                                                                        "provenance": prov})
+            st["note"] = str(paths["md"])
         return board
 
     # ---------------------------------------------------------------- explain / reason
@@ -275,19 +438,32 @@ class Pipeline:
         return f"{done} stage artifacts computed, {reused} reused from cache"
 
 
+def _missing(path: Path):
+    raise RuntimeError(f"artifact {path} is missing a file")
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def _adapter_fingerprint(spec: ScorerSpec) -> str | None:
-    """A trained adapter's identity is its weights' hash, so a retrained cell is re-scored."""
+    """A trained adapter's identity is its files' hash, so a retrained cell is re-scored."""
     if not spec.adapter:
         return None
-    weights = sorted(Path(spec.adapter).glob("*.safetensors"))
-    return ",".join(file_sha256(w) for w in weights) or spec.adapter
+    return content_fingerprint(Path(spec.adapter))
 
 
 def run_all(p: Pipeline) -> Leaderboard:
     """The whole experiment, in stage order."""
-    for ds in p.datasets():
-        p.first_stage(ds.name)
+    with stage("data", f"{len(p.exp.data)} data source(s)") as st:
+        st["note"] = ", ".join(f"{d.name}: {len(d.collection.queries)} queries, {len(d.collection.corpus)} documents"
+                               for d in p.datasets())
+    with stage("retrieve", "first stage") as st:
+        st["note"] = ", ".join(f"{d.name}: {len(p.first_stage(d.name).run.scores)} queries" for d in p.datasets())
     p.train_results()
+    p.rerank_all()
     if p.exp.explain is not None:
         p.explanations()
     return p.leaderboard()

@@ -13,7 +13,7 @@ from bench import __version__
 TRACKED_PACKAGES = (
     "torch", "transformers", "trl", "peft", "accelerate", "deepspeed", "ray", "shap", "bm25s",
     "ir-measures", "pytrec-eval-terrier", "openai", "numpy", "pandas", "scipy", "sacrebleu",
-    "rouge-score", "bert-score",
+    "rouge-score", "bert-score", "sentence-transformers", "PyStemmer",
 )
 
 
@@ -47,3 +47,26 @@ def stamp(config_hash: str, seed: int, data_checksums: dict[str, str] | None = N
         "data_checksums": data_checksums or {},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+# Libraries whose versions decide what a stage computes: part of that stage's artifact keys, so
+# an upgrade recomputes instead of mixing results of two versions.
+STAGE_LIBRARIES = {
+    "data": ("bm25s", "PyStemmer"),  # Climate-FEVER's BM25 negatives
+    "retrieve": ("bm25s", "PyStemmer"),
+    "train": ("torch", "transformers", "trl", "peft", "accelerate", "deepspeed", "sentence-transformers"),
+    "rerank": ("torch", "transformers", "peft", "sentence-transformers"),
+    "explain": ("torch", "transformers", "peft", "shap", "sentence-transformers"),
+    "evaluate": ("ir-measures", "pytrec-eval-terrier"),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def library_versions(stage: str) -> dict[str, str]:
+    out = {}
+    for name in STAGE_LIBRARIES.get(stage, ()):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "absent"
+    return out

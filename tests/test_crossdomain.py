@@ -16,7 +16,8 @@ from bench.evaluate.ir import per_query
 from bench.provenance import stamp
 from bench.report.crossdomain import cross_domain_matrices, layout_tables
 from bench.report.export import to_json_dict, to_latex, to_markdown
-from bench.report.leaderboard import Leaderboard, SystemInfo
+from bench.report.leaderboard import Leaderboard
+from bench.systems import SystemInfo
 from bench.report.stage import add_significance
 from bench.retrieve.bm25 import bm25_run
 from conftest import ROOT

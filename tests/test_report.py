@@ -18,7 +18,8 @@ from bench.data.loaders import load_demo
 from bench.evaluate.ir import per_query
 from bench.provenance import stamp
 from bench.report.export import schema, to_json_dict
-from bench.report.leaderboard import Leaderboard, SystemInfo
+from bench.report.leaderboard import Leaderboard
+from bench.systems import SystemInfo
 from bench.report.stage import add_significance
 from bench.retrieve.bm25 import bm25_run
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,9 @@ class Run:
 
     name: str
     scores: Scores
+    # where a run read from a file came from (for error messages); not part of its identity
+    source: Path | None = field(default=None, repr=False, compare=False)
+    source_lines: dict | None = field(default=None, repr=False, compare=False)
 
     def ranked(self, qid: str, depth: int | None = None) -> list[tuple[str, float]]:
         # Ties broken by docid so that rankings are deterministic (trec_eval does the same).
@@ -47,31 +51,54 @@ class Run:
 
     @classmethod
     def load_trec(cls, path: Path, name: str | None = None) -> "Run":
+        """Read a TREC run file (`qid Q0 docid rank score tag`); one-line errors naming file and line.
+
+        The line each (qid, docid) came from is kept in `source_lines`, so that checks against a
+        collection (`check_ids`) can name it too.
+        """
+        from bench.data.ids import safe_id
+        from bench.data.io import iter_lines
+
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"run file not found: {path}")
         scores: Scores = {}
+        lines: dict[tuple[str, str], int] = {}
         tag = None
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                cols = line.split()
-                if len(cols) != 6:
-                    raise InputError(f"run line has {len(cols)} columns, expected 6 (qid Q0 docid rank score tag)",
-                                     source=path, line=lineno)
-                qid, _, docid, _, score, tag = cols
-                try:
-                    value = float(score)
-                except ValueError:
-                    raise InputError(f"run score {score!r} is not a number", source=path, line=lineno) from None
-                if docid in scores.setdefault(qid, {}):
-                    raise InputError(f"duplicate document {docid!r} for query {qid!r} in run", source=path,
-                                     line=lineno)
-                scores[qid][docid] = value
+        for lineno, line in iter_lines(path, "run file"):
+            if not line.strip():
+                continue
+            cols = line.split()
+            if len(cols) != 6:
+                raise InputError(f"run line has {len(cols)} columns, expected 6 (qid Q0 docid rank score tag)",
+                                 source=path, line=lineno)
+            qid, _, docid, _, score, tag = cols
+            qid, docid = safe_id(qid), safe_id(docid)
+            try:
+                value = float(score)
+            except ValueError:
+                raise InputError(f"run score {score!r} is not a number", source=path, line=lineno) from None
+            if not math.isfinite(value):
+                raise InputError(f"run score {score!r} is not a finite number", source=path, line=lineno)
+            if docid in scores.setdefault(qid, {}):
+                raise InputError(f"duplicate document {docid!r} for query {qid!r} in run", source=path,
+                                 line=lineno)
+            scores[qid][docid] = value
+            lines[(qid, docid)] = lineno
         if not scores:
             raise InputError("run file is empty", source=path)
-        return cls(name=name or tag or path.stem, scores=scores)
+        run = cls(name=name or tag or path.stem, scores=scores)
+        run.source, run.source_lines = path, lines
+        return run
+
+    def check_ids(self, queries, corpus, what: str = "run") -> None:
+        """Every (query, document) of the run must exist in the collection; errors name the run file's line."""
+        for qid, docs in self.scores.items():
+            for docid in docs:
+                problem = (f"unknown query {qid!r}" if qid not in queries
+                           else f"unknown document {docid!r} (query {qid!r})" if docid not in corpus else None)
+                if problem:
+                    line = self.source_lines.get((qid, docid)) if self.source_lines else None
+                    raise InputError(f"{what} names {problem}, which is not in the collection",
+                                     source=self.source, line=line)
 
 
 @dataclass
@@ -120,8 +147,10 @@ class Collection:
         cands = None
         if self.candidates is not None:
             cands = Run(self.candidates.name, {q: self.candidates.scores[q] for q in keep if q in self.candidates.scores})
+        kept = set(keep)
+        splits = {s: [q for q in qs if q in kept] for s, qs in self.splits.items()} if self.splits else None
         return Collection(self.name, {q: self.queries[q] for q in keep}, self.corpus,
-                          {q: self.qrels[q] for q in keep if q in self.qrels}, cands, self.splits,
+                          {q: self.qrels[q] for q in keep if q in self.qrels}, cands, splits,
                           {q: self.excluded[q] for q in keep if q in self.excluded}, self.grades_max, self.meta)
 
     # ------------------------------------------------------------ persistence

@@ -5,8 +5,6 @@ the README table are generated from one place.
 """
 from __future__ import annotations
 
-import json
-import re
 from importlib import resources
 from pathlib import Path
 from typing import Callable
@@ -14,16 +12,12 @@ from typing import Callable
 from bench.config import (BeirSource, BrightSource, ClimateFeverSource, DemoSource, HFSource, IrDatasetsSource,
                           TrecDLSource)
 from bench.data.collection import Collection, Document, Run
-from bench.data.io import read_jsonl, read_qrels, require_keys
+from bench.data.ids import safe_id
+from bench.data.io import QrelsFile, id_field, read_json, read_jsonl, read_qrels, require_keys, text_field
 from bench.errors import InputError, require_dir, require_file
 
 DEMO_FILE = "envri_demo.jsonl"
-
-
-def _safe_id(raw: str) -> str:
-    """Ids go into whitespace-separated TREC files: replace whitespace by '_'."""
-    return re.sub(r"\s+", "_", str(raw).strip())
-
+SPLIT_NAMES = ("train", "valid", "test")
 
 def _add_unique(mapping: dict, key: str, value, what: str, path: Path, lineno: int) -> None:
     if key in mapping:
@@ -37,30 +31,54 @@ def _limit(col: Collection, max_queries: int | None) -> Collection:
     return col.subset(sorted(col.queries)[:max_queries])
 
 
+def _grades_max(qrels: QrelsFile) -> int:
+    return max(max(d.values()) for d in qrels.qrels.values())
+
+
 # --------------------------------------------------------------------------------- demo
 def demo_path() -> Path:
     return Path(str(resources.files("bench.data") / "demo" / DEMO_FILE))
 
 
 def load_graded_lists(path: Path, name: str) -> Collection:
-    """ENVRI-Hub layout: one line per query, each with 10 BM25-retrieved items graded 0-9."""
-    queries, corpus, qrels = {}, {}, {}
+    """ENVRI-Hub layout: one line per query, each with 10 BM25-retrieved items graded 0-9.
+
+    An optional `split` field per query (train / valid / test) is the dataset's own split, used
+    by `splits: {scheme: dataset}`.
+    """
+    queries, corpus, qrels, splits = {}, {}, {}, {}
     for lineno, row in read_jsonl(path, "graded lists file"):
         require_keys(row, ("qid", "query", "items"), path, lineno)
-        qid = _safe_id(row["qid"])
-        _add_unique(queries, qid, row["query"], "query", path, lineno)
+        qid = safe_id(id_field(row, "qid", path, lineno))
+        _add_unique(queries, qid, text_field(row, "query", path, lineno), "query", path, lineno)
+        if row.get("split") is not None:
+            if row["split"] not in SPLIT_NAMES:
+                raise InputError(f"split {row['split']!r} is not one of {', '.join(SPLIT_NAMES)}", source=path,
+                                 line=lineno)
+            splits.setdefault(row["split"], []).append(qid)
+        if not isinstance(row["items"], list):
+            raise InputError("field 'items' must be a list of items", source=path, line=lineno)
         qrels[qid] = {}
         for item in row["items"]:
-            require_keys(item, ("docid", "summary", "grade"), path, lineno)
-            docid = _safe_id(item["docid"])
-            _add_unique(corpus, docid, Document(item["summary"], item.get("title", ""), item.get("url", "")),
-                        "document", path, lineno)
-            if not isinstance(item["grade"], int) or not 0 <= item["grade"] <= 9:
-                raise InputError(f"grade {item['grade']!r} of {docid!r} is not an integer 0-9", source=path,
+            if not isinstance(item, dict):
+                raise InputError("every item must be an object with docid, summary and grade", source=path,
                                  line=lineno)
-            qrels[qid][docid] = item["grade"]
-    return Collection(name, queries, corpus, qrels, grades_max=9,
-                      meta={"synthetic": True, "layout": "envri-graded-lists"}).validate(str(path))
+            require_keys(item, ("docid", "summary", "grade"), path, lineno)
+            docid = safe_id(id_field(item, "docid", path, lineno))
+            doc = Document(text_field(item, "summary", path, lineno, required=False),
+                           text_field(item, "title", path, lineno, required=False),
+                           text_field(item, "url", path, lineno, required=False))
+            _add_unique(corpus, docid, doc, "document", path, lineno)
+            grade = item["grade"]
+            if isinstance(grade, bool) or not isinstance(grade, int) or not 0 <= grade <= 9:
+                raise InputError(f"grade {grade!r} of {docid!r} is not an integer 0-9", source=path, line=lineno)
+            qrels[qid][docid] = grade
+    if splits and set().union(*splits.values()) != set(queries):
+        raise InputError("some queries have a 'split' and others do not: give every query one, or none",
+                         source=path)
+    col = Collection(name, queries, corpus, qrels, grades_max=9, splits={s: sorted(v) for s, v in splits.items()} or None,
+                     meta={"synthetic": True, "layout": "envri-graded-lists"})
+    return col.validate(str(path))
 
 
 def load_demo(src: DemoSource) -> Collection:
@@ -72,8 +90,11 @@ def read_beir_corpus(path: Path) -> dict[str, Document]:
     corpus: dict[str, Document] = {}
     for lineno, row in read_jsonl(path, "corpus file"):
         require_keys(row, ("_id", "text"), path, lineno)
-        _add_unique(corpus, _safe_id(row["_id"]), Document(row["text"] or "", row.get("title") or "",
-                                                           row.get("url") or ""), "document", path, lineno)
+        docid = safe_id(id_field(row, "_id", path, lineno))
+        doc = Document(text_field(row, "text", path, lineno, required=False),
+                       text_field(row, "title", path, lineno, required=False),
+                       text_field(row, "url", path, lineno, required=False))
+        _add_unique(corpus, docid, doc, "document", path, lineno)
     if not corpus:
         raise InputError("corpus is empty", source=path)
     return corpus
@@ -83,7 +104,8 @@ def read_beir_queries(path: Path) -> dict[str, str]:
     queries: dict[str, str] = {}
     for lineno, row in read_jsonl(path, "queries file"):
         require_keys(row, ("_id", "text"), path, lineno)
-        _add_unique(queries, _safe_id(row["_id"]), row["text"], "query", path, lineno)
+        qid = safe_id(id_field(row, "_id", path, lineno))
+        _add_unique(queries, qid, text_field(row, "text", path, lineno), "query", path, lineno)
     if not queries:
         raise InputError("queries file is empty", source=path)
     return queries
@@ -94,9 +116,10 @@ def load_beir(src: BeirSource) -> Collection:
     corpus = read_beir_corpus(root / "corpus.jsonl")
     queries = read_beir_queries(root / "queries.jsonl")
     qrels = read_qrels(root / "qrels" / f"{src.split}.tsv", trec=False)
+    qrels.check_ids(queries, corpus)
     # BEIR evaluates exactly the queries that have judgements in the split.
-    queries = {q: t for q, t in queries.items() if q in qrels}
-    col = Collection(src.name, queries, corpus, qrels, grades_max=max(max(d.values()) for d in qrels.values()))
+    queries = {q: t for q, t in queries.items() if q in qrels.qrels}
+    col = Collection(src.name, queries, corpus, qrels.qrels, grades_max=_grades_max(qrels))
     return _limit(col.validate(str(root)), src.max_queries)
 
 
@@ -104,28 +127,47 @@ def load_beir(src: BeirSource) -> Collection:
 def load_trec_dl(src: TrecDLSource) -> Collection:
     """Candidate lists with passages (RankLLM/Pyserini JSON) + TREC qrels (+ optional run file)."""
     path = require_file(src.candidates, "candidates file", "candidates")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"bad JSON ({e.msg} at line {e.lineno})", source=path) from None
+    data = read_json(path, "candidates file")
     if not isinstance(data, list):
         raise InputError("expected a JSON list of {query, hits}", source=path)
     queries, corpus, cands = {}, {}, {}
     for i, entry in enumerate(data):
+        where = f"{path} (entry {i})"
         if not isinstance(entry, dict) or "query" not in entry or "hits" not in entry:
             raise InputError(f"entry {i} lacks 'query' or 'hits'", source=path)
+        query = text_field(entry, "query", where, None)
+        if not isinstance(entry["hits"], list):
+            raise InputError(f"entry {i}: 'hits' must be a list", source=path)
         for hit in entry["hits"]:
+            if not isinstance(hit, dict):
+                raise InputError(f"entry {i}: every hit must be an object", source=path)
             for key in ("qid", "docid", "content"):
                 if key not in hit:
                     raise InputError(f"entry {i}: hit lacks {key!r}", source=path)
-            qid, docid = _safe_id(hit["qid"]), _safe_id(hit["docid"])
-            queries[qid] = entry["query"]
-            corpus.setdefault(docid, Document(hit["content"]))
-            cands.setdefault(qid, {})[docid] = float(hit.get("score", -hit.get("rank", 0)))
+            qid, docid = safe_id(id_field(hit, "qid", where, None)), safe_id(id_field(hit, "docid", where, None))
+            if queries.get(qid, query) != query:
+                raise InputError(f"entry {i}: query {qid!r} appears with two different texts", source=path)
+            queries[qid] = query
+            corpus.setdefault(docid, Document(text_field(hit, "content", where, None, required=False)))
+            score = hit.get("score", -float(hit.get("rank", 0) or 0))
+            if isinstance(score, bool) or not isinstance(score, (int, float)):
+                raise InputError(f"entry {i}: hit {docid!r} has a non-numeric score {score!r}", source=path)
+            cands.setdefault(qid, {})[docid] = float(score)
+    if not queries:
+        raise InputError("no candidate lists", source=path)
     qrels = read_qrels(src.qrels)
-    first_stage = Run.load_trec(src.run, name="BM25") if src.run else Run("BM25", cands)
-    qrels = {q: d for q, d in qrels.items() if q in queries}
-    col = Collection(src.name, queries, corpus, qrels, candidates=first_stage, grades_max=3,
+    if src.run:
+        first_stage = Run.load_trec(src.run, name="BM25")
+        first_stage.check_ids(queries, corpus, what="run")  # blame the run file, with its line
+    else:
+        first_stage = Run("BM25", cands)
+    # TREC DL qrels cover all 200+ topics of a year and judge passages outside the top-100 lists:
+    # keep the judgements of the topics that have candidate lists.
+    qrels_in = {q: d for q, d in qrels.qrels.items() if q in queries}
+    if not qrels_in:
+        raise InputError(f"no judged query has a candidate list in {path} (are these the qrels of another year?)",
+                         source=src.qrels)
+    col = Collection(src.name, queries, corpus, qrels_in, candidates=first_stage, grades_max=3,
                      meta={"partial_corpus": True})
     return _limit(col.validate(str(path)), src.max_queries)
 
@@ -153,13 +195,18 @@ def load_climate_fever(src: ClimateFeverSource) -> Collection:
     queries, corpus, qrels, own = {}, {}, {}, {}
     for lineno, row in read_jsonl(path, "Climate-FEVER file"):
         require_keys(row, ("claim_id", "claim", "evidences"), path, lineno)
-        qid = f"cf{_safe_id(row['claim_id'])}"
-        _add_unique(queries, qid, row["claim"], "claim", path, lineno)
+        qid = f"cf{safe_id(id_field(row, 'claim_id', path, lineno))}"
+        _add_unique(queries, qid, text_field(row, "claim", path, lineno), "claim", path, lineno)
         qrels[qid], own[qid] = {}, []
+        if not isinstance(row["evidences"], list):
+            raise InputError("field 'evidences' must be a list", source=path, line=lineno)
         for ev in row["evidences"]:
+            if not isinstance(ev, dict):
+                raise InputError("every evidence must be an object", source=path, line=lineno)
             require_keys(ev, ("evidence_id", "evidence"), path, lineno)
-            docid = _safe_id(ev["evidence_id"])
-            corpus.setdefault(docid, Document(ev["evidence"], ev.get("article", "")))
+            docid = safe_id(id_field(ev, "evidence_id", path, lineno))
+            corpus.setdefault(docid, Document(text_field(ev, "evidence", path, lineno, required=False),
+                                              text_field(ev, "article", path, lineno, required=False)))
             qrels[qid][docid] = climate_fever_grade(ev)
             own[qid].append(docid)
     if not corpus:
@@ -186,13 +233,19 @@ def load_climate_fever(src: ClimateFeverSource) -> Collection:
 
 
 # --------------------------------------------------------------------------------- BRIGHT
-def _read_table(path: Path) -> list[dict]:
+def _read_table(path: Path) -> list[tuple[int, dict]]:
+    """(line or row number, row) of a local BRIGHT table (jsonl / jsonl.gz / parquet)."""
     path = require_file(path, "BRIGHT file")
     if path.suffix == ".parquet":
         import pandas as pd
 
-        return pd.read_parquet(path).to_dict("records")
-    return [row for _, row in read_jsonl(path, "BRIGHT file")]
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises many kinds for a bad file
+            raise InputError(f"cannot read parquet: {type(e).__name__}: {str(e).splitlines()[0][:200]}",
+                             source=path) from None
+        return list(enumerate(frame.to_dict("records"), start=1))
+    return list(read_jsonl(path, "BRIGHT file"))
 
 
 def load_bright(src: BrightSource) -> Collection:
@@ -200,31 +253,43 @@ def load_bright(src: BrightSource) -> Collection:
     if src.examples:
         examples = _read_table(src.examples)
     else:
-        examples = _hf_rows("xlangai/BRIGHT", "examples", src.domain)
+        examples = list(enumerate(_hf_rows("xlangai/BRIGHT", "examples", src.domain), start=1))
     doc_config = "long_documents" if src.long_documents else "documents"
     if src.documents:
         documents = _read_table(src.documents)
     else:
-        documents = _hf_rows("xlangai/BRIGHT", doc_config, src.domain)
+        documents = list(enumerate(_hf_rows("xlangai/BRIGHT", doc_config, src.domain), start=1))
     where = str(src.documents or f"xlangai/BRIGHT:{doc_config}/{src.domain}")
     corpus: dict[str, Document] = {}
-    for i, row in enumerate(documents, start=1):
+    for i, row in documents:
         if "id" not in row or "content" not in row:
             raise InputError("BRIGHT document lacks 'id' or 'content'", source=where, line=i)
-        _add_unique(corpus, _safe_id(row["id"]), Document(row["content"]), "document", Path(where), i)
+        docid = safe_id(id_field(row, "id", where, i))
+        _add_unique(corpus, docid, Document(text_field(row, "content", where, i, required=False)), "document",
+                    Path(where), i)
     if not corpus:
         raise InputError("BRIGHT documents are empty", source=where)
     queries, qrels, excluded = {}, {}, {}
     gold_key = "gold_ids_long" if src.long_documents else "gold_ids"
-    for i, row in enumerate(examples, start=1):
+    ex_where = str(src.examples or f"xlangai/BRIGHT:examples/{src.domain}")
+    gold_lines: dict[tuple[str, str], int] = {}
+    for i, row in examples:
         if "id" not in row or "query" not in row:
-            raise InputError("BRIGHT example lacks 'id' or 'query'", source=str(src.examples or "examples"), line=i)
-        qid = _safe_id(row["id"])
-        queries[qid] = row["query"]
-        excluded[qid] = [_safe_id(d) for d in (row.get("excluded_ids") or []) if d != "N/A"]
-        qrels[qid] = {_safe_id(d): 1 for d in (row.get(gold_key) or [])}
+            raise InputError("BRIGHT example lacks 'id' or 'query'", source=ex_where, line=i)
+        qid = safe_id(id_field(row, "id", ex_where, i))
+        _add_unique(queries, qid, text_field(row, "query", ex_where, i), "query", Path(ex_where), i)
+        excluded[qid] = [safe_id(d) for d in (row.get("excluded_ids") or []) if d != "N/A"]
+        qrels[qid] = {safe_id(d): 1 for d in (row.get(gold_key) or [])}
+        gold_lines.update({(qid, d): i for d in qrels[qid]})
     if src.qrels:
-        qrels = {q: d for q, d in read_qrels(src.qrels).items() if q in queries}
+        qfile = read_qrels(src.qrels)
+        qrels = {q: d for q, d in qfile.qrels.items() if q in queries}
+        for (qid, docid), lineno in qfile.lines.items():
+            if qid in queries and docid not in corpus:
+                raise InputError(f"qrels for query {qid!r} name unknown document {docid!r}", source=src.qrels,
+                                 line=lineno)
+    else:
+        QrelsFile(Path(ex_where), qrels, gold_lines).check_ids(queries, corpus)
     col = Collection(src.name, queries, corpus, qrels, excluded=excluded, grades_max=1)
     return _limit(col.validate(where), src.max_queries)
 
@@ -265,11 +330,11 @@ def load_ir_datasets(src: IrDatasetsSource) -> Collection:
 
 def load_hf(src: HFSource) -> Collection:
     """A BEIR-layout dataset on the Hugging Face hub (e.g. BeIR/scifact + BeIR/scifact-qrels)."""
-    corpus = {_safe_id(r["_id"]): Document(r["text"], r.get("title", "")) for r in _hf_rows(src.repo, "corpus", "corpus")}
-    queries = {_safe_id(r["_id"]): r["text"] for r in _hf_rows(src.repo, "queries", "queries")}
+    corpus = {safe_id(r["_id"]): Document(r["text"], r.get("title", "")) for r in _hf_rows(src.repo, "corpus", "corpus")}
+    queries = {safe_id(r["_id"]): r["text"] for r in _hf_rows(src.repo, "queries", "queries")}
     qrels: dict[str, dict[str, int]] = {}
     for r in _hf_rows(src.qrels_repo or f"{src.repo}-qrels", "default", src.split):
-        qrels.setdefault(_safe_id(r["query-id"]), {})[_safe_id(r["corpus-id"])] = int(r["score"])
+        qrels.setdefault(safe_id(r["query-id"]), {})[safe_id(r["corpus-id"])] = int(r["score"])
     queries = {q: t for q, t in queries.items() if q in qrels}
     col = Collection(src.name, queries, corpus, qrels, grades_max=max(max(d.values()) for d in qrels.values()))
     return _limit(col.validate(src.repo), src.max_queries)

@@ -11,8 +11,13 @@ def split_queries(col: Collection, cfg: SplitConfig, seed: int) -> dict[str, lis
     qids = sorted(col.queries)
     if cfg.scheme == "none":
         return {"train": [], "valid": [], "test": qids}
-    if cfg.scheme == "dataset" and col.splits:
-        return col.splits
+    if cfg.scheme == "dataset":
+        if not col.splits:
+            from bench.errors import InputError
+
+            raise InputError(f"splits.scheme: 'dataset' but data source {col.name!r} defines no splits of its own "
+                             f"(a graded-lists file gives each query a 'split'); use 'random' or 'none'")
+        return {s: sorted(col.splits.get(s, [])) for s in ("train", "valid", "test")}
     rng = np.random.default_rng(seed)
     order = [qids[i] for i in rng.permutation(len(qids))]
     n_train = int(round(cfg.train * len(order)))

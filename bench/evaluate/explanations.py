@@ -131,8 +131,8 @@ def text_agreement(cands: list[str], refs: list[str], bertscore_model: str | Non
     rouge = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     rl = [rouge.score(r, c)["rougeL"].fmeasure for c, r in zip(cands, refs)]
     emb = _embedder(minilm_dir())
-    a = emb.encode(list(cands), normalize_embeddings=True, batch_size=32)
-    b = emb.encode(list(refs), normalize_embeddings=True, batch_size=32)
+    a = emb.encode(list(cands), normalize_embeddings=True, batch_size=32, show_progress_bar=False)
+    b = emb.encode(list(refs), normalize_embeddings=True, batch_size=32, show_progress_bar=False)
     return {"bertscore_f1": float(f1.mean()), "bleu": float(sacrebleu.corpus_bleu(list(cands), [list(refs)]).score),
             "rougeL": float(np.mean(rl)), "cosine": float(np.mean(np.sum(a * b, axis=1))), "n": len(cands)}
 

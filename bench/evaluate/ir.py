@@ -42,6 +42,12 @@ def per_query(run: Run, qrels: Qrels, measure_names: list[str], dataset: str, qi
     return df.sort_values(["measure", "qid"], ignore_index=True)
 
 
+def measure_order(names: list[str]):
+    """Sort key for measure names (as ir-measures prints them) that keeps the config's order."""
+    order = {str(ir_measures.parse_measure(n)): i for i, n in enumerate(names)}
+    return lambda printed: (order.get(printed, len(order)), printed)
+
+
 def aggregate(per_query_df: pd.DataFrame) -> pd.DataFrame:
     """Mean over queries: rows (system, dataset), columns measures."""
     return per_query_df.groupby(["system", "dataset", "measure"], sort=False)["value"].mean().unstack("measure")

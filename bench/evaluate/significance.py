@@ -102,6 +102,35 @@ def bootstrap_ci(a: Sequence[float], b: Sequence[float], seed: int, n_resamples:
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def mean_ci(values: Sequence[float], seed: int, n_resamples: int = 1000,
+            confidence: float = 0.95) -> tuple[float, float]:
+    """Seeded percentile bootstrap CI of a mean over queries (scipy.stats.bootstrap)."""
+    x = np.asarray(values, float)
+    if len(x) < 2 or n_resamples <= 0:
+        return float("nan"), float("nan")
+    if np.allclose(x, x[0]):
+        return float(x[0]), float(x[0])
+    res = stats.bootstrap((x,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
+                          method="percentile", random_state=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def system_intervals(per_query: pd.DataFrame, measure: str, seed: int, n_resamples: int = 1000,
+                     confidence: float = 0.95) -> dict:
+    """system -> dataset -> {measure, mean, low, high, n}: each system's mean `measure` with its CI."""
+    import ir_measures
+
+    printed = str(ir_measures.parse_measure(measure))
+    out: dict = {}
+    rows = per_query[per_query["measure"] == printed]
+    for (system, dataset), block in rows.groupby(["system", "dataset"], sort=False):
+        low, high = mean_ci(block["value"].to_numpy(), seed, n_resamples, confidence)
+        out.setdefault(system, {})[dataset] = {"measure": printed, "mean": float(block["value"].mean()),
+                                               "low": None if np.isnan(low) else low,
+                                               "high": None if np.isnan(high) else high, "n": int(len(block))}
+    return out
+
+
 def compare(per_query: pd.DataFrame, baselines: Sequence[str], test: Literal["t-test", "wilcoxon"] = "t-test",
             correction: Literal["holm", "bonferroni", "none"] = "holm", alpha: float = 0.05,
             ci_measure: str | None = "nDCG@10", seed: int = 42, n_resamples: int = 1000,
@@ -117,8 +146,12 @@ def compare(per_query: pd.DataFrame, baselines: Sequence[str], test: Literal["t-
             raise InputError(f"report.baselines: no system named {b!r} in the results; "
                              f"expected one of {sorted(systems_present)}")
     rows = []
-    wide = per_query.pivot_table(index=["dataset", "measure", "qid"], columns="system", values="value",
-                                 aggfunc="first")
+    dupes = per_query.duplicated(["dataset", "measure", "qid", "system"])
+    if dupes.any():  # two systems under one name would silently collapse into one column
+        first = per_query[dupes].iloc[0]
+        raise ValueError(f"per-query scores repeat for system {first['system']!r} on {first['dataset']!r}: "
+                         f"system names must be unique")
+    wide = per_query.pivot(index=["dataset", "measure", "qid"], columns="system", values="value")
     for (dataset, measure), block in wide.groupby(level=["dataset", "measure"], sort=False):
         for base in baselines:
             if base not in block.columns or block[base].isna().all():

@@ -62,12 +62,18 @@ def item_tokenizer(scorer):
     return getattr(scorer, "tokenizer", None)
 
 
-def item_budget(scorer, cfg: ExplainConfig) -> int | None:
-    """Explain what the scorer actually reads: the item cut to its token budget."""
-    budget = getattr(scorer, "item_budget", None)
+def explained_input(scorer, query: str, text: str, cfg: ExplainConfig) -> tuple[str, str, dict]:
+    """(query, item, how): the pair exactly as the scorer ranked it (`Scorer.fit`: the one rule of
+    bench.rerank.prompts), or its first `explain.max_item_tokens` item tokens when that is set."""
+    from bench.rerank.prompts import cut_to_tokens
+
+    fitted = scorer.fit(query, text)
+    item, how = fitted.item, {"query_cut": fitted.query_cut, "item_cut": fitted.item_cut, "explained": "as ranked"}
     if cfg.max_item_tokens is not None:
-        return min(cfg.max_item_tokens, budget) if budget else cfg.max_item_tokens
-    return budget
+        item, cut = cut_to_tokens(item_tokenizer(scorer), item, cfg.max_item_tokens)
+        if cut:
+            how["explained"] = f"the ranked item's first {cfg.max_item_tokens} tokens (explain.max_item_tokens)"
+    return fitted.query, item, how
 
 
 def kernel_shap_values(model: CoalitionModel, n_units: int, nsamples: int, l1_reg, seed: int) -> tuple[np.ndarray, float]:
@@ -123,9 +129,11 @@ def erasure_scores(model: CoalitionModel, seg: Segmentation, word_values: np.nda
 def explain_item(scorer, query: str, text: str, cfg: ExplainConfig, seed: int) -> dict:
     """Attributions, top-k words and erasure scores of one item; never raises on bad items."""
     started = time.perf_counter()
-    seg = segment(text, item_tokenizer(scorer), item_budget(scorer, cfg))
+    query, item, how = explained_input(scorer, query, text, cfg)
+    seg = segment(item, item_tokenizer(scorer))
     units, _ = seg.units(cfg.unit)
-    base = {"unit": cfg.unit, "removal": cfg.removal, "text": seg.text, "truncated": seg.truncated,
+    base = {"unit": cfg.unit, "removal": cfg.removal, "text": seg.text, "truncated": how["item_cut"] or
+            how["explained"] != "as ranked", "input": how, "scored_query": query,
             "tokens": seg.tokens, "token_word": seg.token_word, "words": seg.words}
     if not units:
         return {**base, "status": "empty", "message": "item has no tokens to attribute (empty text)",

@@ -21,10 +21,11 @@ from pathlib import Path
 
 from bench.artifacts import content_hash, write_json_atomic
 from bench.errors import InputError
+from bench.provenance import library_versions
 
 log = logging.getLogger("bench")
 
-VERSIONS = {"explain": 1, "reason": 1, "explanations": 1}
+VERSIONS = {"explain": 2, "reason": 1, "explanations": 1}
 # Settings that change how fast, not what: left out of artifact keys.
 EXPLAIN_RESOURCES = {"actors", "cpus_per_actor", "gpus_per_actor"}
 REASON_TRANSPORT = {"base_url", "api_key_env", "concurrency", "max_retries", "timeout_s", "backoff_s", "batch_size",
@@ -87,7 +88,7 @@ def explain_system(p, name: str, spec, info) -> tuple[list[dict], str]:
     qids = p.rerank_qids(name)[: cfg.max_queries] if cfg.max_queries else p.rerank_qids(name)
     seed = p.exp.seed if cfg.seed is None else cfg.seed
     key = content_hash("explain", VERSIONS["explain"], sr.key, ds.key, cfg.model_dump(exclude=EXPLAIN_RESOURCES),
-                       seed, qids)
+                       seed, qids, library_versions("explain"))
 
     def build(tmp: Path) -> None:
         from bench.cluster import ensure_ray
@@ -139,24 +140,43 @@ def reason_system(p, name: str, spec, info) -> tuple[list[dict], dict, str]:
     return out, summary, key
 
 
-def explanation_columns(p, reason: bool = True) -> dict[str, dict[str, float]]:
-    """Run explain (+ reason) for every explained system, evaluate, write the user-facing outputs,
-    and return the leaderboard's extra columns (system -> value)."""
-    from bench.evaluate.explanations import explanation_metrics, table2_text
-    from bench.report.examples import write_examples
-    from bench.report.figures import attribution_bar_chart, item_slug
+def explain_all(p) -> tuple[list[dict], list[str]]:
+    """KernelSHAP attributions of every explained system's top items, on every data source."""
+    from bench.console import stage
 
-    cfg = p.exp.explain
+    items, keys = [], []
+    with stage("explain", "KernelSHAP attributions") as st:
+        for ds in p.datasets():
+            for spec, info in explained_systems(p):
+                its, key = explain_system(p, ds.name, spec, info)
+                items += its
+                keys.append(key)
+        st["note"] = f"{len(items)} items, {sum(it.get('status') in ('ok', 'k_clamped') for it in items)} explained"
+    return items, keys
+
+
+def reason_all(p) -> tuple[list[dict], list[str], dict]:
+    """LLM explanations (with / without attributions) of every explained item; usage per system."""
+    from bench.console import stage
+
     items, keys, usage = [], [], {}
-    for ds in p.datasets():
-        for spec, info in explained_systems(p):
-            if reason and p.exp.reason is not None:
+    with stage("reason", f"{p.exp.reason.backend}:{p.exp.reason.model}") as st:
+        for ds in p.datasets():
+            for spec, info in explained_systems(p):
                 its, summary, key = reason_system(p, ds.name, spec, info)
                 usage[f"{spec.name} on {ds.name}"] = summary
-            else:
-                its, key = explain_system(p, ds.name, spec, info)
-            items += its
-            keys.append(key)
+                items += its
+                keys.append(key)
+        st["note"] = (f"{sum(u['prompts'] for u in usage.values())} prompts, "
+                      f"{sum(u['ok'] for u in usage.values())} ok, {sum(u['cached'] for u in usage.values())} cached")
+    return items, keys, usage
+
+
+def evaluate_explanations(p, items: list[dict], keys: list[str]) -> dict:
+    """Faithfulness, grounding, agreement and the Table 2 text columns (a cached artifact)."""
+    from bench.console import stage
+    from bench.evaluate.explanations import explanation_metrics, table2_text
+
     runs = {ds.name: {sr.info.name: sr.run for sr in p.system_runs(ds.name) if sr.run is not None} for ds in p.datasets()}
     run_keys = [sr.key for d in p.datasets() for sr in p.system_runs(d.name)]
     key = content_hash("explanations", VERSIONS["explanations"], keys, run_keys,
@@ -170,9 +190,16 @@ def explanation_columns(p, reason: bool = True) -> dict[str, dict[str, float]]:
             table2[ds.name] = df.to_dict(orient="records")
         write_json_atomic(tmp / "metrics.json", {**metrics, "table2_text": table2})
 
-    metrics = p.cache.get_or_build("explanations", key, build, lambda d: json.loads((d / "metrics.json").read_text()),
-                                   label="faithfulness, grounding, text agreement")
-    # user-facing outputs (rewritten each run; cheap)
+    with stage("evaluate explanations", "faithfulness, grounding, text agreement"):
+        return p.cache.get_or_build("explanations", key, build, lambda d: json.loads((d / "metrics.json").read_text()),
+                                    label="faithfulness, grounding, text agreement")
+
+
+def write_explanation_outputs(p, items: list[dict], metrics: dict, usage: dict) -> None:
+    """The user-facing copies: per-item JSON, Fig. 4 bar charts, Table 3 examples, explanations.json."""
+    from bench.report.examples import write_examples
+    from bench.report.figures import attribution_bar_chart, item_slug
+
     out = p.out_dir
     for it in items:
         slug = item_slug(it)
@@ -180,7 +207,17 @@ def explanation_columns(p, reason: bool = True) -> dict[str, dict[str, float]]:
         attribution_bar_chart(it, out / "figures" / f"{slug}.png")
     write_examples(items, out / "table3.md", f"Explanations: {p.exp.name}")
     write_json_atomic(out / "explanations.json", {**metrics, "reason_usage": usage})
-    return leaderboard_columns(metrics, cfg.k, cfg.ks)
+
+
+def explanation_columns(p, reason: bool = True) -> dict[str, dict[str, float]]:
+    """explain -> (reason) -> evaluate -> outputs; returns the leaderboard's extra columns (system -> value)."""
+    items, keys = explain_all(p)
+    usage: dict = {}
+    if reason and p.exp.reason is not None:
+        items, keys, usage = reason_all(p)
+    metrics = evaluate_explanations(p, items, keys)
+    write_explanation_outputs(p, items, metrics, usage)
+    return leaderboard_columns(metrics, p.exp.explain.k, p.exp.explain.ks)
 
 
 def leaderboard_columns(metrics: dict, k: int, ks: list[int]) -> dict[str, dict[str, float]]:

@@ -30,27 +30,19 @@ class Segmentation:
         return (self.words, self.word_spans) if unit == "word" else (self.tokens, self.token_spans)
 
 
-def segment(text: str, tokenizer=None, max_tokens: int | None = None) -> Segmentation:
-    """Split `text` into tokenizer pieces and whitespace words (pieces merged into words)."""
+def segment(text: str, tokenizer=None) -> Segmentation:
+    """Split `text` into tokenizer pieces and whitespace words (pieces merged into words).
+
+    The text is taken as it is: cutting an item to a model's length is the scorer's job
+    (`Scorer.fit`), so that the explained text is the ranked text.
+    """
     text = text or ""
     truncated = False
     if tokenizer is not None and getattr(tokenizer, "is_fast", False):
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         offsets = [tuple(o) for o in enc["offset_mapping"]]
-        if max_tokens is not None and len(offsets) > max_tokens:
-            cut = offsets[max_tokens - 1][1]
-            if cut < len(text) and not text[cut].isspace():
-                space = max(text.rfind(" ", 0, cut), text.rfind("\n", 0, cut))
-                cut = space if space > 0 else cut  # do not end on half a word ("aerosol subty")
-            text = text[:cut]
-            offsets = [o for o in offsets[:max_tokens] if o[1] <= cut]
-            truncated = True
     else:  # no offsets available: every whitespace word is one token
         offsets = [m.span() for m in _WS.finditer(text)]
-        if max_tokens is not None and len(offsets) > max_tokens:
-            text = text[:offsets[max_tokens - 1][1]]
-            offsets = offsets[:max_tokens]
-            truncated = True
     word_spans = [m.span() for m in _WS.finditer(text)]
     words = [text[s:e] for s, e in word_spans]
     starts = np.array([s for s, _ in word_spans], dtype=np.int64)

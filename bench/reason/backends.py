@@ -20,6 +20,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from bench.console import progress_enabled
+
 from bench.artifacts import content_hash, write_json_atomic
 from bench.errors import InputError
 from bench.reason.config import ReasonConfig
@@ -99,7 +101,7 @@ def generate_cached(backend: Backend, requests: list[Request], cache: ResponseCa
         if r is not None:
             r.cached = True
     todo = [i for i, r in enumerate(replies) if r is None]
-    log.info("reason: %d prompts, %d from the response cache, %d to generate with %s:%s",
+    log.debug("reason: %d prompts, %d from the response cache, %d to generate with %s:%s",
              len(requests), len(requests) - len(todo), len(todo), backend.name, backend.cfg.model)
     if todo:
         def store(i: int, reply: Reply) -> None:
@@ -181,7 +183,7 @@ class LocalBackend(Backend):
     def generate(self, requests: list[Request], on_reply=None) -> list[Reply]:
         replies: list[Reply] = []
         bs = self.cfg.batch_size
-        with tqdm(total=len(requests), desc=f"reason local:{self.cfg.model}", unit="prompt", mininterval=2) as bar:
+        with tqdm(total=len(requests), desc=f"reason local:{self.cfg.model}", unit="prompt", mininterval=2, disable=not progress_enabled(), leave=False) as bar:
             for start in range(0, len(requests), bs):
                 chunk = requests[start:start + bs]
                 t0 = time.perf_counter()
@@ -291,7 +293,7 @@ class OpenAIBackend(Backend):
             return [Reply(None, "error", why) for _ in requests]
         replies: list[Reply | None] = [None] * len(requests)
         with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool, \
-                tqdm(total=len(requests), desc=f"reason openai:{self.cfg.model}", unit="prompt", mininterval=2) as bar:
+                tqdm(total=len(requests), desc=f"reason openai:{self.cfg.model}", unit="prompt", mininterval=2, disable=not progress_enabled(), leave=False) as bar:
             futures = {pool.submit(self.one, r): i for i, r in enumerate(requests)}
             from concurrent.futures import as_completed
 

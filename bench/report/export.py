@@ -210,7 +210,8 @@ def to_json_dict(board, title: str) -> dict:
     return {"schema": SCHEMA_ID, "title": title, "provenance": board.provenance, "report": report,
             "datasets": datasets_of(board), "rows": rows, "scores": scores, "significance": sig,
             "cross_domain": [clean(m) for m in cross], "layouts": [clean(m) for m in layouts],
-            "extra_columns": {col: {s: _num(v) for s, v in values.items()} for col, values in board.extra_columns.items()}}
+            "extra_columns": {col: {s: _num(v) for s, v in values.items()} for col, values in board.extra_columns.items()},
+            "truncation": board.truncation, "confidence_intervals": board.intervals}
 
 
 def validate_json(doc: dict) -> None:

@@ -11,18 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.artifacts import write_json_atomic, write_text_atomic
-
-
-@dataclass
-class SystemInfo:
-    name: str
-    kind: str = ""  # first-stage | zero-shot | trained
-    params: str = ""  # model size label
-    family: str = ""
-    method: str = ""
-    train_dataset: str = ""  # the collection a trained system learned from (cross-domain matrix)
-    status: str = "ok"  # ok | failed
-    error: str = ""
+from bench.systems import SystemInfo  # noqa: F401 - re-exported for the report layer
 
 
 @dataclass
@@ -37,12 +26,22 @@ class Leaderboard:
     # {"baselines", "test", "correction", "alpha", "matrix_measure", "loaders": {dataset: loader}}.
     significance: pd.DataFrame | None = None
     report: dict = field(default_factory=dict)
+    # system -> dataset -> {pairs, query_cut, item_cut, any_cut, dtype, max_length} (re-ranked systems)
+    truncation: dict = field(default_factory=dict)
+    # system -> dataset -> {measure, mean, low, high, n}: bootstrap CI of report.ci_measure (the site's chart)
+    intervals: dict = field(default_factory=dict)
 
     @classmethod
     def from_per_query(cls, per_query: pd.DataFrame, systems: dict[str, SystemInfo], provenance: dict,
-                       baseline: str = "BM25") -> "Leaderboard":
+                       baseline: str = "BM25", measures: list[str] | None = None) -> "Leaderboard":
         agg = per_query.groupby(["system", "dataset", "measure"], sort=False)["value"].mean()
         table = agg.unstack(["dataset", "measure"]) if len(agg) else pd.DataFrame()
+        if len(table.columns):  # columns in the order of the data sources and of the config's measures
+            from bench.evaluate.ir import measure_order
+
+            datasets = list(dict.fromkeys(per_query["dataset"]))
+            rank = measure_order(measures or [])
+            table = table[sorted(table.columns, key=lambda c: (datasets.index(c[0]), rank(c[1])))]
         order = [baseline] if baseline in table.index else []
         order += [s for s in systems if s in table.index and s not in order]
         order += [s for s in table.index if s not in order]
@@ -66,6 +65,16 @@ class Leaderboard:
         out = pd.concat([meta, flat], axis=1)
         out.index.name = "system"
         return out
+
+    def console_table(self) -> str:
+        """The scores (no explanation columns) as a compact table for the end of a run."""
+        flat = self.flat()
+        cols = ["params"] + [c for c in flat.columns if c not in ("params", "status") and c not in self.extra_columns]
+        shown = flat[cols].copy()
+        failed = [s for s in shown.index if self.systems.get(s, SystemInfo(s)).status != "ok"]
+        for s in failed:
+            shown.loc[s, cols[1:]] = "failed"
+        return shown.to_markdown(floatfmt=".4f")
 
     def to_markdown(self, title: str) -> str:
         if self.significance is not None:  # marked tables, legend, BEIR/BRIGHT layouts, cross-domain matrices

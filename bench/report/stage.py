@@ -16,7 +16,7 @@ def baselines_of(exp) -> list[str]:
 
 def add_significance(board, per_query: pd.DataFrame, exp) -> None:
     """Paired tests of every system against the baselines; fills `board.significance` and `board.report`."""
-    from bench.evaluate.significance import compare
+    from bench.evaluate.significance import compare, system_intervals
 
     cfg = exp.report
     baselines = baselines_of(exp)
@@ -29,6 +29,7 @@ def add_significance(board, per_query: pd.DataFrame, exp) -> None:
     board.significance = compare(per_query, baselines, test=cfg.test, correction=cfg.correction, alpha=cfg.alpha,
                                  ci_measure=cfg.ci_measure, seed=exp.seed, n_resamples=cfg.bootstrap_resamples,
                                  confidence=cfg.confidence)
+    board.intervals = system_intervals(per_query, cfg.ci_measure, exp.seed, cfg.bootstrap_resamples, cfg.confidence)
     board.report.update({
         "baselines": baselines, "test": cfg.test, "correction": cfg.correction, "alpha": cfg.alpha,
         "ci_measure": cfg.ci_measure, "confidence": cfg.confidence, "matrix_measure": cfg.matrix_measure,

@@ -1,17 +1,25 @@
 """Scorers: one batched call from (query, item) pairs to one number per pair.
 
-Every re-ranker - zero-shot LLM, trained grid cell, baseline - is a `Scorer`. Re-ranking,
-KernelSHAP, serving and evaluation depend only on this interface.
+Every re-ranker - zero-shot LLM, trained grid cell, encoder, baseline - is a `Scorer`.
+Re-ranking, KernelSHAP, serving and evaluation depend only on this interface:
 
-The paper keeps a single output neuron per model. Here:
+- `fit(query, item)`: the pair as the model reads it (`bench.rerank.prompts`: the template is
+  never cut; item first, then query);
+- `score(queries, items)` / `score_pairs(...)`: one score per pair (and which pairs were cut).
+
+Kinds (`SCORER_KINDS`, the `kind:` of a system):
 - `relevance-token` (zero-shot, SFT, DPO, PPO, GRPO, RLOO): the neuron is the difference of the
   LM head's rows for the first token of "yes" and of "no" at the answer position, i.e. the
   log-odds of "yes" over "no". Only the last position's logits are computed (`logits_to_keep=1`).
-- `reward-head` (reward modelling): the scalar head of a sequence-classification model.
+- `reward-head` (reward modelling on causal LMs): the scalar head of a sequence-classification model.
+- `cross-encoder`: an encoder (`AutoModelForSequenceClassification`, one label) over the
+  tokenizer's (query, item) pair; also the reward head of the `cross-encoder` training family.
+- `bi-encoder`: cosine of sentence-transformers embeddings of query and item (normalised).
 """
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -20,22 +28,66 @@ from bench.config import ScorerSpec
 from bench.rerank import prompts
 
 
+@dataclass
+class ScoredPairs:
+    scores: np.ndarray  # float32, one per pair
+    query_cut: np.ndarray  # bool: the pair's query was cut to fit
+    item_cut: np.ndarray  # bool: the pair's item was cut to fit
+
+
 class Scorer(abc.ABC):
     name: str
+    spec: ScorerSpec
 
     @abc.abstractmethod
-    def score(self, queries: Sequence[str], texts: Sequence[str]) -> np.ndarray:
-        """One float per (query, text) pair, higher = more relevant."""
+    def fit(self, query: str, item: str) -> prompts.FittedPair:
+        """The pair as the model reads it."""
+
+    @abc.abstractmethod
+    def score_fitted(self, pairs: Sequence[prompts.FittedPair]) -> np.ndarray:
+        """One float per fitted pair, higher = more relevant."""
+
+    def score_pairs(self, queries: Sequence[str], items: Sequence[str]) -> ScoredPairs:
+        if len(queries) != len(items):
+            raise ValueError("queries and items differ in length")
+        fitted = [self.fit(q, d) for q, d in zip(queries, items)]
+        scores = self.score_fitted(fitted) if fitted else np.zeros(0, dtype=np.float32)
+        return ScoredPairs(np.asarray(scores, dtype=np.float32), np.array([f.query_cut for f in fitted], dtype=bool),
+                           np.array([f.item_cut for f in fitted], dtype=bool))
+
+    def score(self, queries: Sequence[str], items: Sequence[str]) -> np.ndarray:
+        return self.score_pairs(queries, items).scores
+
+    @property
+    def tokenizer(self):
+        return None
 
 
-def _load_tokenizer(model_dir: str, max_length: int):
+def torch_dtype(name: str, device: str):
+    """The compute dtype: `auto` is bf16 on CUDA (fp16 where bf16 is missing), float32 elsewhere."""
+    import torch
+
+    if name == "auto":
+        if device == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_tokenizer(model_dir: str, max_length: int, padding_side: str = "left"):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok.model_max_length = max_length
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    tok.padding_side = "left"  # the answer position is the last one for every row
+    tok.padding_side = padding_side  # left: the answer position is the last one for every row
     return tok
 
 
@@ -48,55 +100,68 @@ def _apply_adapter(model, adapter: str | None):
 
 
 class _HFScorer(Scorer):
-    """Shared batching: sort by length (less padding), score in batches, restore order."""
+    """A transformers model: fitted pairs tokenised, sorted by length (less padding), batched."""
 
-    def __init__(self, spec: ScorerSpec, model_dir: str):
+    padding_side = "left"
+
+    def __init__(self, spec: ScorerSpec, model_dir: str | None = None, *, model=None, tokenizer=None):
         import torch
 
         self.spec, self.name, self.torch = spec, spec.name, torch
-        self.tokenizer = _load_tokenizer(model_dir, spec.max_length)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        # Reserve room for the prompt around the item; the item is truncated, never the instruction.
-        self.item_budget = max(8, spec.max_length - 96)
+        self.device = _device()
+        self.dtype = torch_dtype(spec.dtype, self.device)
+        self._tokenizer = tokenizer or load_tokenizer(model_dir, spec.max_length, self.padding_side)
+        self.fitter = self.make_fitter()
+        self.model = (model if model is not None else self.load(model_dir)).to(self.device).eval()
 
-    def texts_for(self, queries, texts) -> list[str]:
+    @property
+    def tokenizer(self):
+        return self._tokenizer
+
+    def make_fitter(self) -> prompts.InputFitter:
         raise NotImplementedError
 
-    def forward(self, batch) -> "np.ndarray":
+    def load(self, model_dir: str):
         raise NotImplementedError
 
-    def score(self, queries: Sequence[str], texts: Sequence[str]) -> np.ndarray:
-        if len(queries) != len(texts):
-            raise ValueError("queries and texts differ in length")
-        if not len(texts):
-            return np.zeros(0, dtype=np.float32)
-        prompts_ = self.texts_for(queries, texts)
-        enc = self.tokenizer(prompts_, add_special_tokens=False, truncation=True, max_length=self.spec.max_length)
-        order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")
-        out = np.empty(len(prompts_), dtype=np.float32)
+    def encode(self, inputs: list) -> dict:
+        return self._tokenizer(inputs, add_special_tokens=False)
+
+    def forward(self, batch) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit(self, query: str, item: str) -> prompts.FittedPair:
+        return self.fitter.fit(query, item)
+
+    def score_fitted(self, pairs: Sequence[prompts.FittedPair]) -> np.ndarray:
+        enc = self.encode([p.input for p in pairs])
+        ids = enc["input_ids"]
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        out = np.empty(len(pairs), dtype=np.float32)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
         bs = self.spec.batch_size
         with self.torch.inference_mode():
             for start in range(0, len(order), bs):
                 idx = order[start:start + bs]
-                batch = self.tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in idx],
-                                            "attention_mask": [enc["attention_mask"][i] for i in idx]},
-                                           return_tensors="pt").to(self.device)
+                batch = self._tokenizer.pad({k: [enc[k][i] for i in idx] for k in keys},
+                                            return_tensors="pt").to(self.device)
                 out[idx] = self.forward(batch)
         return out
 
 
 class RelevanceTokenScorer(_HFScorer):
-    def __init__(self, spec: ScorerSpec, model_dir: str):
-        super().__init__(spec, model_dir)
+    def make_fitter(self):
+        return prompts.relevance_fitter(self._tokenizer, self.spec.max_length, self.spec.prompt)
+
+    def load(self, model_dir):
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=self.torch.float32)
-        self.model = _apply_adapter(model, spec.adapter).to(self.device).eval()
-        self.pos_id, self.neg_id = prompts.answer_token_ids(self.tokenizer, spec.prompt)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=self.dtype)
+        return _apply_adapter(model, self.spec.adapter)
 
-    def texts_for(self, queries, texts):
-        return [prompts.relevance_prompt(self.tokenizer, q, prompts.truncate_item(self.tokenizer, t, self.item_budget),
-                                         self.spec.prompt) for q, t in zip(queries, texts)]
+    def __init__(self, spec, model_dir=None, *, model=None, tokenizer=None):
+        super().__init__(spec, model_dir, model=model, tokenizer=tokenizer)
+        self.pos_id, self.neg_id = prompts.answer_token_ids(self._tokenizer, spec.prompt)
 
     def forward(self, batch):
         logits = self.model(**batch, logits_to_keep=1).logits[:, -1, :]
@@ -104,23 +169,79 @@ class RelevanceTokenScorer(_HFScorer):
 
 
 class RewardHeadScorer(_HFScorer):
-    def __init__(self, spec: ScorerSpec, model_dir: str):
-        super().__init__(spec, model_dir)
+    def make_fitter(self):
+        return prompts.message_fitter(self._tokenizer, self.spec.max_length)
+
+    def load(self, model_dir):
         from transformers import AutoModelForSequenceClassification
 
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1, dtype=self.torch.float32)
-        model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.model = _apply_adapter(model, spec.adapter).to(self.device).eval()
-
-    def texts_for(self, queries, texts):
-        return [prompts.user_message(q, prompts.truncate_item(self.tokenizer, t, self.item_budget))
-                for q, t in zip(queries, texts)]
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1, dtype=self.dtype)
+        model.config.pad_token_id = self._tokenizer.pad_token_id
+        return _apply_adapter(model, self.spec.adapter)
 
     def forward(self, batch):
         return self.model(**batch).logits[:, 0].float().cpu().numpy()
 
 
-SCORER_KINDS = {"relevance-token": RelevanceTokenScorer, "reward-head": RewardHeadScorer}
+class CrossEncoderScorer(_HFScorer):
+    """[CLS] query [SEP] item [SEP] -> one logit (ms-marco cross-encoders, or a trained MiniLM head)."""
+
+    padding_side = "right"
+
+    def make_fitter(self):
+        return prompts.pair_fitter(self._tokenizer, self.spec.max_length)
+
+    def load(self, model_dir):
+        from transformers import AutoModelForSequenceClassification
+
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1, dtype=self.dtype)
+        return _apply_adapter(model, self.spec.adapter)
+
+    def encode(self, inputs):
+        return self._tokenizer([q for q, _ in inputs], [d for _, d in inputs])
+
+    def forward(self, batch):
+        return self.model(**batch).logits[:, 0].float().cpu().numpy()
+
+
+class BiEncoderScorer(Scorer):
+    """Cosine of normalised sentence-transformers embeddings; queries embedded once per call."""
+
+    def __init__(self, spec: ScorerSpec, model_dir: str, **_):
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        self.spec, self.name = spec, spec.name
+        device = _device()
+        self.model = SentenceTransformer(model_dir, device=device)
+        if spec.dtype != "float32" and device == "cuda":
+            self.model = self.model.to(torch_dtype(spec.dtype, device))
+        self.model.max_seq_length = min(spec.max_length, self.model.max_seq_length or spec.max_length)
+        # [CLS] and [SEP] take two of the model's positions
+        self.room = self.model.max_seq_length - 2
+
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    def fit(self, query: str, item: str) -> prompts.FittedPair:
+        q, q_cut = prompts.cut_to_tokens(self.model.tokenizer, query or "", self.room)
+        d, d_cut = prompts.cut_to_tokens(self.model.tokenizer, item or "", self.room)
+        return prompts.FittedPair((q, d), q, d, q_cut, d_cut)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(texts, batch_size=self.spec.batch_size, normalize_embeddings=True,
+                                 convert_to_numpy=True, show_progress_bar=False)
+
+    def score_fitted(self, pairs):
+        queries = list(dict.fromkeys(p.query for p in pairs))
+        q_emb = dict(zip(queries, self.embed(queries)))
+        d_emb = self.embed([p.item for p in pairs])
+        return np.einsum("ij,ij->i", np.stack([q_emb[p.query] for p in pairs]), d_emb).astype(np.float32)
+
+
+SCORER_KINDS = {"relevance-token": RelevanceTokenScorer, "reward-head": RewardHeadScorer,
+                "cross-encoder": CrossEncoderScorer, "bi-encoder": BiEncoderScorer}
 
 
 def build_scorer(spec: ScorerSpec) -> Scorer:

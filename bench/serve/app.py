@@ -253,15 +253,15 @@ def resolve_spec(exp, cfg: ServeConfig):
             return ScorerSpec.model_validate(cfg.scorer)
         except ValidationError as e:
             raise InputError(format_validation_error(e, "serve.scorer")) from None
-    systems = {s.name: s for s in exp.rerank.systems}
+    systems = {s.name: s for s in exp.rerank.scorers}  # a run-file system has no model to serve
     if cfg.system is not None:
         if cfg.system not in systems:
             raise InputError(f"serve.system: no system named {cfg.system!r} in rerank.systems; "
                              f"expected one of {sorted(systems) or '(none configured)'}")
         return systems[cfg.system]
-    if not exp.rerank.systems:
-        raise InputError("serve: nothing to serve; add a system to rerank.systems or give serve.scorer")
-    return exp.rerank.systems[0]
+    if not exp.rerank.scorers:
+        raise InputError("serve: nothing to serve; add a model system to rerank.systems or give serve.scorer")
+    return exp.rerank.scorers[0]
 
 
 def read_token(cfg: ServeConfig) -> Optional[str]:

@@ -89,7 +89,10 @@ class TrainConfig(StrictModel):
         None, description="Ray Train checkpoint storage: local dir, s3:// or gs://; default results/<exp>/train/ray")
     deepspeed: Optional[Path] = Field(None, description="DeepSpeed JSON config (e.g. configs/deepspeed/zero2.json)")
     backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="torch.distributed backend of each cell")
-    depth: int = Field(10, ge=2, description="first-stage candidates per query that form the training lists")
+    depth: int = Field(10, ge=2, description="first-stage candidates per query that unjudged negatives come from")
+    negatives: Literal["none", "first-stage"] = Field(
+        "none", description="training lists are a query's judged items; 'first-stage' adds its unjudged first-stage "
+                            "candidates (top `depth`) as grade-0 negatives, marked and counted")
     score_batch_size: int = Field(16, ge=1, description="batch size of the trained scorers")
 
     @field_validator("methods")

@@ -1,34 +1,44 @@
-"""The training grid: (model x method x training collection) cells, each a Ray Train run.
+"""The training grid: (model x method x training collection) cells, trained on Ray Train in lanes.
 
     plan()  validates the grid and builds each cell's data (bad input -> InputError, exit 2,
             before any training)
-    run()   trains the cells concurrently (at most `max_concurrent_cells`, as Ray resources
-            allow), each with its own ScalingConfig and FailureConfig; a failed cell is
-            recorded and the others go on; finished cells are found by key and skipped;
-            interrupted ones resume from their last checkpoint in `storage_path`.
+    run()   splits the cells into `max_concurrent_cells` lanes and runs each lane as one Ray Train
+            run (`TorchTrainer` with the grid's ScalingConfig and FailureConfig) whose worker
+            group trains the lane's cells one after the other (`bench.train.methods.train_lane`):
+            start-up and imports are paid once per lane, not once per cell.
+
+Lanes are cut from the whole plan, deterministically (a lane's name hashes its cells' keys), so
+a re-run after a crash finds the same lanes and Ray Train restores each from its last
+checkpoint; cells finished earlier are found in the cache by key and skipped. A PPO cell stays in
+the lane of its reward-model cell, after it. A cell that fails is recorded and the others go on.
 
 A finished cell is a cached artifact `results/<exp>/train/<key>/` (key = hash of the cell's
-config, its training data and the code version) holding `adapter/` (or `model/`),
-`metrics.json` (final loss, pairwise accuracy on held-out pairs, loss curve, samples/s) and
-`loss.png`. PPO cells depend on the RM cell of their model, which is submitted first.
+config, its training data, the base model and tokenizer, the global batch, the library versions
+and the code version) holding `adapter/` (or `model/`), `metrics.json` (loss, held-out pairwise
+accuracy before and after training, loss curve, timings) and `loss.png`. The driver copies each
+cell from the lane's checkpoint as soon as the worker announces it (so an interrupted run keeps
+it) and once more after the lane ends.
 """
 from __future__ import annotations
 
 import json
 import logging
+import re
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import __version__
-from bench.artifacts import content_hash, file_sha256
+from bench.artifacts import content_fingerprint, content_hash
 from bench.errors import InputError
-from bench.train.config import METHODS, ModelEntry, TrainConfig
+from bench.train.config import METHOD_ORDER, METHODS, ModelEntry, TrainConfig
 
 log = logging.getLogger("bench")
 
-TRAIN_VERSION = 1  # bump when training code changes what a cell produces
+TRAIN_VERSION = 2  # bump when training code changes what a cell produces
+METHOD_COST = {"ppo": 2.0}  # relative cost of a cell, to balance lanes (others 1)
 
 
 @dataclass
@@ -45,7 +55,13 @@ class Cell:
 
     @property
     def scorer_kind(self) -> str:
-        return METHODS[self.method][2]
+        return scorer_kind(self.method, self.family)
+
+
+def scorer_kind(method: str, family: str) -> str:
+    """The neuron that scores a cell: the method's, except that an encoder family scores as a cross-encoder."""
+    kind = METHODS[method][2]
+    return "cross-encoder" if kind == "reward-head" and family == "bert" else kind
 
 
 @dataclass
@@ -70,15 +86,46 @@ def _family_of(entry: ModelEntry, model_dir: str) -> str:
     return entry.model.split("/")[-1].split("-")[0].lower()
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     """Ray wraps a worker's traceback in its error: keep the innermost exception's line."""
-    import re
-
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
     inner = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b.*:", ln)]
     text = inner[-1] if inner else (lines[-1] if lines else "")
     text = " ".join(text.split())[:300]
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def cell_name(label: str, method: str, dataset: str, n_datasets: int) -> str:
+    return f"{label}-{method}" + (f"@{dataset}" if n_datasets > 1 else "")
+
+
+def planned_cell_names(exp) -> list[str]:
+    """The leaderboard names the grid's cells will get (for checks before anything runs)."""
+    cfg: TrainConfig = exp.train
+    datasets = list(cfg.datasets) or [exp.data[0].name]
+    return [cell_name(e.label, m, d, len(datasets)) for d in datasets for m in cfg.methods for e in cfg.models]
+
+
+def lanes_of(cells: list[Cell], n_lanes: int) -> list[list[Cell]]:
+    """Deterministic lanes: a PPO cell follows its RM cell; chains go to the least-loaded lane."""
+    chains: list[list[Cell]] = []
+    rm_chain: dict[tuple[str, str], list[Cell]] = {}
+    for c in cells:  # cells come in METHOD_ORDER: every RM before its PPO
+        if c.method == "ppo" and (c.entry.label, c.dataset) in rm_chain:
+            rm_chain[(c.entry.label, c.dataset)].append(c)
+            continue
+        chain = [c]
+        chains.append(chain)
+        if c.method == "rm":
+            rm_chain[(c.entry.label, c.dataset)] = chain
+    lanes: list[list[Cell]] = [[] for _ in range(max(1, min(n_lanes, len(chains))))]
+    load = [0.0] * len(lanes)
+    for chain in sorted(chains, key=lambda ch: -sum(METHOD_COST.get(c.method, 1.0) for c in ch)):  # stable
+        i = min(range(len(lanes)), key=lambda j: (load[j], j))
+        lanes[i].extend(chain)
+        load[i] += sum(METHOD_COST.get(c.method, 1.0) for c in chain)
+    order = {c.key: i for i, c in enumerate(cells)}
+    return [sorted(lane, key=lambda c: order[c.key]) for lane in lanes if lane]
 
 
 class TrainGrid:
@@ -87,6 +134,8 @@ class TrainGrid:
         self.exp = pipeline.exp
         self.cfg: TrainConfig = pipeline.exp.train
         self.root = pipeline.out_dir / "train"
+        self._lock = threading.Lock()
+        self._announced: dict[str, dict] = {}
 
     # ------------------------------------------------------------------ plan
     def datasets(self) -> list[str]:
@@ -103,10 +152,14 @@ class TrainGrid:
         ds = self.p.dataset(name)
         run = self.p.first_stage(name).run
         train_q, valid_q = ds.splits.get("train", []), ds.splits.get("valid", [])
-        d = self.cfg.depth
-        data = {"train_items": as_records(pointwise_items(ds.collection, run, train_q, d)),
-                "train_pairs": as_records(preference_pairs(ds.collection, run, train_q, d)),
-                "valid_pairs": as_records(preference_pairs(ds.collection, run, valid_q, d))}
+        d, neg = self.cfg.depth, self.cfg.negatives
+        data = {"train_items": as_records(pointwise_items(ds.collection, run, train_q, d, neg)),
+                "train_pairs": as_records(preference_pairs(ds.collection, run, train_q, d, negatives=neg)),
+                "valid_pairs": as_records(preference_pairs(ds.collection, run, valid_q, d, negatives=neg))}
+        unjudged = sum(not p["rejected_judged"] for p in data["train_pairs"])
+        if unjudged:
+            log.info("train data %s: %d of %d training pairs use an unjudged first-stage document as the rejected "
+                     "item (train.negatives: first-stage)", name, unjudged, len(data["train_pairs"]))
         return data
 
     def plan(self) -> list[Cell]:
@@ -131,14 +184,17 @@ class TrainGrid:
                 src = "train_pairs" if method in ("rm", "dpo") else "train_items"
                 if not data[src]:
                     raise InputError(f"train.methods: {method!r} has no training data: no {needs[src]} in the "
-                                     f"train split of data source {ds_name!r} (check splits.train)")
+                                     f"train split of data source {ds_name!r} (check splits.train, or "
+                                     f"train.negatives when the qrels judge relevant documents only)")
                 for entry, model_dir in models:
-                    suffix = f"@{ds_name}" if len(datasets) > 1 else ""
-                    cells.append(Cell(entry, model_dir, _family_of(entry, model_dir),
-                                      entry.params or model_params_label(entry.model), method, ds_name,
-                                      f"{entry.label}-{method}{suffix}", data))
+                    family = _family_of(entry, model_dir)
+                    if family == "bert" and method != "rm":
+                        raise InputError(f"train.methods: {method!r} needs a causal LM; encoder model {entry.model!r} "
+                                         f"trains as a cross-encoder with 'rm' only")
+                    cells.append(Cell(entry, model_dir, family, entry.params or model_params_label(entry.model),
+                                      method, ds_name, cell_name(entry.label, method, ds_name, len(datasets)), data))
         by_rm = {(c.entry.label, c.dataset): c for c in cells if c.method == "rm"}
-        ds_hash = self.cfg.deepspeed and file_sha256(Path(self.cfg.deepspeed))
+        ds_hash = self.cfg.deepspeed and content_fingerprint(Path(self.cfg.deepspeed))
         for c in cells:  # RM keys first: a PPO cell's key includes its reward model's
             if c.method != "ppo":
                 c.key = self._key(c, ds_hash, None)
@@ -149,12 +205,15 @@ class TrainGrid:
 
     def _key(self, c: Cell, ds_hash, rm_key) -> str:
         from bench.models import model_fingerprint
+        from bench.provenance import library_versions
 
-        h = self.cfg.hyper
+        h, s = self.cfg.hyper, self.cfg.scaling
         return content_hash("train", TRAIN_VERSION, __version__, c.entry.model, model_fingerprint(c.model_dir),
-                            c.method, h,
-                            self.cfg.prompt, self.cfg.depth, h.seed if h.seed is not None else self.exp.seed,
-                            content_hash(c.data), ds_hash, rm_key)
+                            c.method, c.scorer_kind, h, self.cfg.prompt, self.cfg.depth, self.cfg.negatives,
+                            h.seed if h.seed is not None else self.exp.seed,
+                            # the global batch (data-parallel workers x batch x accumulation) and the device
+                            {"num_workers": s.num_workers, "use_gpu": s.use_gpu},
+                            content_hash(c.data), ds_hash, rm_key, library_versions("train"))
 
     # ------------------------------------------------------------------ run
     def storage_path(self) -> str:
@@ -163,32 +222,34 @@ class TrainGrid:
             return sp if "://" in sp else str(Path(sp).expanduser().resolve())
         return str((self.root / "ray").resolve())
 
-    def cell_dir(self, c: Cell) -> Path:
-        return self.p.cache.path("train", c.key)
-
-    def pid_dir(self, c: Cell) -> Path:
-        return (self.root / "running" / c.key).resolve()
+    def lane_name(self, lane: list[Cell]) -> str:
+        return f"{self.exp.name}-lane-{content_hash([c.key for c in lane], length=12)}"
 
     def run(self, cells: list[Cell] | None = None) -> list[CellResult]:
+        from bench.console import on_event
+
         cells = cells if cells is not None else self.plan()
-        todo = [c for c in cells if not self.p.cache.is_done("train", c.key)]
-        if todo:
+        by_key = {c.key: c for c in cells}
+        results: dict[str, CellResult] = {}
+        for c in cells:
+            if self.p.cache.is_done("train", c.key):
+                results[c.key] = self._result(c, self.p.cache.path("train", c.key), cached=True)
+                log.info("train %s: state=cached", c.name)
+        lanes = [lane for lane in lanes_of(cells, self.cfg.max_concurrent_cells)
+                 if any(c.key not in results for c in lane)]
+        log.info("train: %d cells (%d finished earlier, %d to train in %d lane(s), up to %d at a time)", len(cells),
+                 len(results), len(cells) - len(results), len(lanes), self.cfg.max_concurrent_cells)
+        if lanes:
             self._start_ray()
-        log.info("train: %d cells (%d finished earlier, %d to train, up to %d at a time)", len(cells),
-                 len(cells) - len(todo), len(todo), self.cfg.max_concurrent_cells)
-        futures: dict[str, Future] = {}
-        rm_futures: dict[tuple[str, str], Future] = {}
-        with ThreadPoolExecutor(max_workers=self.cfg.max_concurrent_cells, thread_name_prefix="cell") as pool:
-            for c in cells:  # methods come in METHOD_ORDER, so every RM is submitted before any PPO
-                rm = rm_futures.get((c.entry.label, c.dataset)) if c.method == "ppo" else None
-                futures[c.name] = pool.submit(self._run_cell, c, rm)
-                if c.method == "rm":
-                    rm_futures[(c.entry.label, c.dataset)] = futures[c.name]
-            results = [futures[c.name].result() for c in cells]
-        ok = sum(r.status == "ok" for r in results)
-        log.info("train: %d/%d cells ok%s", ok, len(results),
-                 "" if ok == len(results) else f"; failed: {', '.join(r.cell.name for r in results if r.status != 'ok')}")
-        return results
+            on_event(lambda e: self._on_event(e, by_key))
+            with ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="lane") as pool:
+                for lane_results in pool.map(lambda lane: self._run_lane(lane, results), lanes):
+                    results.update(lane_results)
+        ordered = [results[c.key] for c in cells]
+        ok = sum(r.status == "ok" for r in ordered)
+        log.info("train: %d/%d cells ok%s", ok, len(ordered),
+                 "" if ok == len(ordered) else f"; failed: {', '.join(r.cell.name for r in ordered if r.status != 'ok')}")
+        return ordered
 
     def _start_ray(self) -> None:
         """Ray's local node gives up after 30 s when the machine is overloaded: try again."""
@@ -204,72 +265,137 @@ class TrainGrid:
             with attempt:
                 ensure_ray(self.exp.ray)
 
-    def _run_cell(self, c: Cell, rm_future: Future | None) -> CellResult:
-        rm_result: CellResult | None = rm_future.result() if rm_future is not None else None
-        if rm_result is not None and rm_result.status != "ok":
-            log.info("train %s: state=failed (its reward model %s failed)", c.name, rm_result.cell.name)
-            return CellResult(c, "failed", f"reward model cell {rm_result.cell.name} failed")
-        done = self.p.cache.is_done("train", c.key)
-        if not done:
-            log.info("train %s: state=running key=%s", c.name, c.key)
+    # ------------------------------------------------------------------ events from the workers
+    def _on_event(self, event: dict, by_key: dict[str, Cell]) -> None:
+        c = by_key.get(event.get("key"))
+        if event.get("kind") != "cell" or c is None:
+            return
+        state = event.get("state")
+        if state == "trained":
+            acc = _acc(event.get("accuracy_before"), event.get("pairwise_accuracy"))
+            log.info("train %s: state=done loss=%.4f pairwise_acc=%s in %.0fs (trainer %.1fs)%s", c.name,
+                     event.get("final_loss") or float("nan"), acc, event.get("seconds") or 0,
+                     event.get("train_seconds") or 0, " [stalled: did not learn]" if event.get("stalled") else "")
+            with self._lock:
+                self._announced[c.key] = event
+            threading.Thread(target=self._materialize_quietly, args=(c, event["path"]), daemon=True).start()
+        elif state == "failed":
+            log.error("train %s: state=failed %s", c.name, event.get("error", ""))
+        else:
+            log.info("train %s: state=%s", c.name, state)
+
+    def _materialize_quietly(self, c: Cell, path: str) -> None:
         try:
-            path = self.p.cache.get_or_build("train", c.key, lambda tmp: self._fit(c, tmp, rm_result), lambda p: p,
-                                             label=c.name, meta={"cell": c.name, "method": c.method,
-                                                                 "model": c.entry.model, "dataset": c.dataset})
-        except Exception as e:  # noqa: BLE001 - a failed cell must not stop the grid
-            err = _one_line(e)
-            log.error("train %s: state=failed %s", c.name, err)
-            return CellResult(c, "failed", err)
-        metrics = json.loads((path / "metrics.json").read_text())
-        acc = metrics.get("pairwise_accuracy")
-        log.info("train %s: state=%s loss=%.4f pairwise_acc=%s", c.name, "cached" if done else "done",
-                 metrics.get("final_loss", float("nan")), "n/a" if acc is None else f"{acc:.3f}")
-        return CellResult(c, "ok", path=path, metrics=metrics, cached=done)
+            self._materialize(c, path)
+        except Exception as e:  # noqa: BLE001 - the lane's end copies it again
+            log.debug("train %s: early copy failed (%s); copied when the lane ends", c.name, e)
 
-    def loop_config(self, c: Cell, rm_result: CellResult | None) -> dict:
+    def _materialize(self, c: Cell, path: str) -> Path:
+        """Copy a finished cell from its lane checkpoint into the cache (atomic; once)."""
+        from bench.train.methods import fetch_cell_output
+
+        def build(tmp: Path) -> None:
+            import shutil
+
+            src = Path(fetch_cell_output(path))
+            for item in src.iterdir():
+                if item.name != "progress.json":
+                    (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+            metrics = json.loads((tmp / "metrics.json").read_text())
+            metrics["cell"] = {"name": c.name, "model": c.entry.model, "family": c.family, "params": c.params,
+                               "method": c.method, "dataset": c.dataset, "key": c.key}
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
+            _plot_curve(metrics.get("loss_curve") or [], tmp / "loss.png", c.name)
+
+        with self._lock:
+            return self.p.cache.get_or_build("train", c.key, build, lambda p: p, label=c.name,
+                                             meta={"cell": c.name, "method": c.method, "model": c.entry.model,
+                                                   "dataset": c.dataset},
+                                             validate=lambda p: json.loads((p / "metrics.json").read_text()))
+
+    def _result(self, c: Cell, path: Path, cached: bool = False) -> CellResult:
+        return CellResult(c, "ok", path=path, metrics=json.loads((path / "metrics.json").read_text()), cached=cached)
+
+    # ------------------------------------------------------------------ one lane
+    def loop_config(self, lane: list[Cell], done: dict[str, CellResult]) -> dict:
         h = self.cfg.hyper
-        cfg = {"cell": c.name, "method": c.method, "model_dir": c.model_dir, "prompt": self.cfg.prompt,
-               "hyper": h.model_dump(), "seed": h.seed if h.seed is not None else self.exp.seed,
-               "scorer_kind": c.scorer_kind, "score_batch_size": self.cfg.score_batch_size,
-               "use_gpu": self.cfg.scaling.use_gpu, "cpus_per_worker": self.cfg.scaling.cpus_per_worker,
-               "data": c.data, "pid_dir": str(self.pid_dir(c)),
-               "deepspeed": json.loads(Path(self.cfg.deepspeed).read_text()) if self.cfg.deepspeed else None}
-        if rm_result is not None:
-            cfg["rm"] = {"model": rm_result.cell.model_dir, "adapter": str(rm_result.path / "adapter")}
-        return cfg
+        cells = []
+        for c in lane:
+            cfg = {"cell": c.name, "key": c.key, "method": c.method, "model_dir": c.model_dir, "prompt": self.cfg.prompt,
+                   "hyper": h.model_dump(), "seed": h.seed if h.seed is not None else self.exp.seed,
+                   "scorer_kind": c.scorer_kind, "score_batch_size": self.cfg.score_batch_size,
+                   "use_gpu": self.cfg.scaling.use_gpu, "data": c.data,
+                   "deepspeed": json.loads(Path(self.cfg.deepspeed).read_text()) if self.cfg.deepspeed else None}
+            if c.method == "ppo":
+                rm = next(r for r in lane + [d.cell for d in done.values()]
+                          if r.method == "rm" and (r.entry.label, r.dataset) == (c.entry.label, c.dataset))
+                cfg["rm"] = {"model": rm.model_dir, "key": rm.key, "cell": rm.name,
+                             "adapter": str(done[rm.key].path / "adapter") if rm.key in done else None}
+            cells.append(cfg)
+        return {"cells": cells, "skip": sorted(k for k in done if k in {c.key for c in lane}),
+                "cpus_per_worker": self.cfg.scaling.cpus_per_worker,
+                "pid_dir": str(self.root / "running" / self.lane_name(lane)),
+                "lane_dir": f"{self.storage_path()}/{self.lane_name(lane)}"}
 
-    def _fit(self, c: Cell, out: Path, rm_result: CellResult | None) -> None:
+    def _run_lane(self, lane: list[Cell], done: dict[str, CellResult]) -> dict[str, CellResult]:
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchConfig, TorchTrainer
 
-        from bench.train.methods import train_loop
+        from bench.train.methods import train_lane
 
         s = self.cfg.scaling
         resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.use_gpu else {})}
         backend = self.cfg.backend if self.cfg.backend != "auto" else ("nccl" if s.use_gpu else "gloo")
+        name = self.lane_name(lane)
         trainer = TorchTrainer(
-            train_loop,
-            train_loop_config=self.loop_config(c, rm_result),
+            train_lane, train_loop_config=self.loop_config(lane, dict(done)),
             scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources),
             torch_config=TorchConfig(backend=backend),
-            run_config=RunConfig(name=f"{self.exp.name}-{c.name}-{c.key}".replace("/", "_").replace("@", "_"),
-                                 storage_path=self.storage_path(),
+            # Every cell's final checkpoint is kept: the driver copies cells from them.
+            run_config=RunConfig(name=name, storage_path=self.storage_path(),
                                  failure_config=FailureConfig(max_failures=self.cfg.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=None)),
         )
         started = time.time()
-        result = trainer.fit()
-        if result.error is not None:
-            raise result.error
-        if result.checkpoint is None:
-            raise RuntimeError("training finished without a final checkpoint")
-        result.checkpoint.to_directory(str(out))
-        metrics = json.loads((out / "metrics.json").read_text())
-        metrics["wall_seconds"] = round(time.time() - started, 2)
-        metrics["cell"] = {"name": c.name, "model": c.entry.model, "family": c.family, "params": c.params,
-                           "method": c.method, "dataset": c.dataset, "key": c.key}
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-        _plot_curve(metrics.get("loss_curve") or [], out / "loss.png", c.name)
+        error = ""
+        progress: dict = {"done": {}, "failed": {}}
+        try:
+            result = trainer.fit()
+            if result.error is not None:
+                error = one_line(result.error)
+            if result.checkpoint is not None:
+                with result.checkpoint.as_directory() as d:
+                    if (Path(d) / "progress.json").is_file():
+                        progress = json.loads((Path(d) / "progress.json").read_text())
+        except Exception as e:  # noqa: BLE001 - a failed lane must not stop the other lanes
+            error = one_line(e)
+        out: dict[str, CellResult] = {}
+        for c in lane:
+            if c.key in done:
+                continue
+            if c.key in progress.get("done", {}) or self.p.cache.is_done("train", c.key):
+                try:
+                    path = self._materialize(c, progress.get("done", {}).get(c.key, ""))
+                    out[c.key] = self._result(c, path)
+                    continue
+                except Exception as e:  # noqa: BLE001
+                    error = error or one_line(e)
+            reason = progress.get("failed", {}).get(c.key) or error or "lane ended before this cell was trained"
+            if c.key not in progress.get("failed", {}):
+                log.error("train %s: state=failed %s", c.name, reason)
+            out[c.key] = CellResult(c, "failed", reason)
+        lane_seconds = time.time() - started
+        trained = [r for r in out.values() if r.status == "ok"]
+        busy = sum(r.metrics.get("seconds") or 0 for r in trained)
+        for r in trained:  # the lane's start-up, shared by its cells
+            r.metrics["lane"] = {"name": name, "seconds": round(lane_seconds, 1), "cells": len(lane),
+                                 "startup_seconds": round(max(0.0, lane_seconds - busy), 1)}
+        return out
+
+
+def _acc(before, after) -> str:
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    return f"{fmt(before)}->{fmt(after)}"
 
 
 def _plot_curve(curve: list, path: Path, title: str) -> None:
@@ -309,7 +435,7 @@ def preflight(pipeline) -> None:
 def trained_system(r: CellResult, cfg: TrainConfig):
     """A grid cell as a leaderboard system: its single-neuron scorer spec and its metadata."""
     from bench.config import ScorerSpec
-    from bench.report.leaderboard import SystemInfo
+    from bench.systems import SystemInfo
 
     c = r.cell
     model, adapter = c.entry.model, None
@@ -323,3 +449,6 @@ def trained_system(r: CellResult, cfg: TrainConfig):
     info = SystemInfo(c.name, kind="trained", params=c.params, family=c.family, method=c.method,
                       train_dataset=c.dataset, status=r.status, error=r.error)
     return spec, info
+
+
+__all__ = ["Cell", "CellResult", "TrainGrid", "METHOD_ORDER", "lanes_of", "planned_cell_names", "trained_system"]

@@ -1,67 +1,71 @@
-"""Inside a Ray Train worker: one grid cell trained with trl's own trainer for its method.
+"""Inside a Ray Train worker: grid cells trained with trl's own trainer for their method.
 
-`train_loop(config)` is the TorchTrainer's per-worker function. It builds the method's dataset
-in the prompt format the cell's scorer reads (`bench.rerank.prompts`), trains with trl + peft
-LoRA (or all weights), reports metrics and checkpoints to Ray Train from a TrainerCallback,
-resumes from the last checkpoint after a worker failure, and finally scores the held-out
-preference pairs with the cell's own single-neuron scorer (pairwise accuracy).
+`train_lane(config)` is the TorchTrainer's per-worker function. One worker group (a *lane*)
+trains a list of cells one after the other, so process start-up, imports and Ray Train's worker
+group are paid once per lane instead of once per cell. Per cell it builds the method's dataset
+in the exact input format the cell's scorer reads (`bench.rerank.prompts`: one fitting rule for
+training, scoring, SHAP and serving), scores the held-out pairs with the untrained model, trains
+with trl + peft LoRA (or all weights), scores them again with the trained model while it is still
+in memory, and reports the cell as a Ray Train checkpoint named `cell-<key>`.
+
+Fault tolerance stays per cell: every trainer save is also a Ray Train checkpoint carrying
+`progress.json` (cells done, failed, the cell in progress). A worker that dies is restarted by
+Ray Train (`FailureConfig`), reads that progress, skips finished cells and resumes the cell it
+was in from its last checkpoint. A cell that raises is recorded as failed and the lane goes on.
+
+Online RL (PPO, GRPO, RLOO) samples its answers from the two relevance tokens only (every other
+token is suppressed in generation): a model that has never said "yes" or "no" would otherwise
+earn the same reward for every sample, leaving zero advantage and no gradient.
 
 Which neuron scores each method is declared in `bench.train.config.METHODS`.
 """
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-
-def _say(cell: str, text: str) -> None:
-    # Worker output reaches the driver's terminal through Ray's log forwarding.
-    print(f"[train {cell}] {text}", file=sys.stderr, flush=True)
+from bench.console import emit_event
 
 
 # ----------------------------------------------------------------------------- datasets
-def item_budget(max_length: int) -> int:
-    """Tokens left for the item once the prompt is around it: the same rule the scorer uses."""
-    return max(8, max_length - 96)
-
-
 def _tokenizer(model_dir: str, max_length: int, padding_side: str = "right"):
-    from transformers import AutoTokenizer
+    from bench.rerank.scorers import load_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    tok.model_max_length = max_length
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    tok.padding_side = padding_side
-    return tok
+    return load_tokenizer(model_dir, max_length, padding_side)
 
 
-def sft_dataset(tok, items: list[dict], style: str, max_length: int):
-    """Prompt-completion pairs: the relevance prompt, then the answer token ('yes'/'no')."""
+def _fitted(fitter, query: str, text: str, stats: dict):
+    pair = fitter.fit(query, text)
+    stats["pairs"] = stats.get("pairs", 0) + 1
+    stats["query_cut"] = stats.get("query_cut", 0) + int(pair.query_cut)
+    stats["item_cut"] = stats.get("item_cut", 0) + int(pair.item_cut)
+    return pair
+
+
+def sft_dataset(tok, items: list[dict], style: str, max_length: int, stats: dict | None = None):
+    """Prompt-completion pairs: the relevance prompt (fitted like the scorer's), then 'yes'/'no'."""
     from datasets import Dataset
 
     from bench.rerank import prompts
 
-    budget = item_budget(max_length)
-    return Dataset.from_list([
-        {"prompt": prompts.relevance_prompt(tok, it["query"], prompts.truncate_item(tok, it["text"], budget), style),
-         "completion": prompts.answer_text(it["relevant"], style)} for it in items])
+    fitter, stats = prompts.relevance_fitter(tok, max_length, style), stats if stats is not None else {}
+    return Dataset.from_list([{"prompt": _fitted(fitter, it["query"], it["text"], stats).input,
+                               "completion": prompts.answer_text(it["relevant"], style)} for it in items])
 
 
-def dpo_dataset(tok, pairs: list[dict], style: str, max_length: int):
+def dpo_dataset(tok, pairs: list[dict], style: str, max_length: int, stats: dict | None = None):
     """Each preference pair -> 'yes' over 'no' for its chosen item, 'no' over 'yes' for its rejected one."""
     from datasets import Dataset
 
     from bench.rerank import prompts
 
-    budget = item_budget(max_length)
+    fitter, stats = prompts.relevance_fitter(tok, max_length, style), stats if stats is not None else {}
     yes, no = prompts.answer_text(True, style), prompts.answer_text(False, style)
     rows, seen = [], set()
     for p in pairs:
@@ -70,33 +74,40 @@ def dpo_dataset(tok, pairs: list[dict], style: str, max_length: int):
             if key in seen:  # an item appears in up to 5 pairs: one example per item and label
                 continue
             seen.add(key)
-            prompt = prompts.relevance_prompt(tok, p["query"], prompts.truncate_item(tok, text, budget), style)
+            prompt = _fitted(fitter, p["query"], text, stats).input
             rows.append({"prompt": prompt, "chosen": yes if good else no, "rejected": no if good else yes})
     return Dataset.from_list(rows)
 
 
-def rm_dataset(tok, pairs: list[dict], max_length: int):
-    """Pre-tokenised exactly as `RewardHeadScorer` reads a pair: the user message, no special tokens."""
+def rm_dataset(tok, pairs: list[dict], max_length: int, stats: dict | None = None, kind: str = "reward-head"):
+    """Pre-tokenised exactly as the cell's scorer reads a pair (`RewardHeadScorer` / `CrossEncoderScorer`)."""
     from datasets import Dataset
 
     from bench.rerank import prompts
 
-    budget = item_budget(max_length)
+    stats = stats if stats is not None else {}
+    if kind == "cross-encoder":
+        fitter = prompts.pair_fitter(tok, max_length)
 
-    def ids(q, text):
-        return tok(prompts.user_message(q, prompts.truncate_item(tok, text, budget)), add_special_tokens=False,
-                   truncation=True, max_length=max_length)["input_ids"]
+        def encode(q, text):
+            pair = _fitted(fitter, q, text, stats).input
+            return tok(*pair)["input_ids"]
+    else:
+        fitter = prompts.message_fitter(tok, max_length)
 
-    return Dataset.from_list([{"chosen_ids": ids(p["query"], p["chosen"]), "rejected_ids": ids(p["query"], p["rejected"])}
-                              for p in pairs])
+        def encode(q, text):
+            return tok(_fitted(fitter, q, text, stats).input, add_special_tokens=False)["input_ids"]
+
+    return Dataset.from_list([{"chosen_ids": encode(p["query"], p["chosen"]),
+                               "rejected_ids": encode(p["query"], p["rejected"])} for p in pairs])
 
 
-def rl_prompts(tok, items: list[dict], style: str, max_length: int) -> list[dict]:
+def rl_prompts(tok, items: list[dict], style: str, max_length: int, stats: dict | None = None) -> list[dict]:
     from bench.rerank import prompts
 
-    budget = item_budget(max_length)
-    return [{"prompt": prompts.relevance_prompt(tok, it["query"], prompts.truncate_item(tok, it["text"], budget), style),
-             "query": it["query"], "text": it["text"], "target": 1.0 if it["relevant"] else -1.0} for it in items]
+    fitter, stats = prompts.relevance_fitter(tok, max_length, style), stats if stats is not None else {}
+    return [{"prompt": _fitted(fitter, it["query"], it["text"], stats).input, "query": it["query"], "text": it["text"],
+             "target": 1.0 if it["relevant"] else -1.0} for it in items]
 
 
 def answer_reward(completion: str, target: float) -> float:
@@ -107,6 +118,22 @@ def answer_reward(completion: str, target: float) -> float:
     if word.startswith("no"):
         return -target
     return -1.0
+
+
+def restrict_to_answers(model, tok, style: str) -> list[int]:
+    """Let generation sample only the two relevance tokens: every other id is suppressed.
+
+    Set on the model's generation config, which `generate` merges into whatever config a
+    trainer passes (trl's PPO builds its own); returns the suppressed ids for trainers that take
+    generation kwargs (GRPO, RLOO).
+    """
+    from bench.rerank import prompts
+
+    keep = set(prompts.answer_token_ids(tok, style))
+    vocab = max(model.config.vocab_size, len(tok))
+    suppressed = [i for i in range(vocab) if i not in keep]
+    model.generation_config.suppress_tokens = suppressed
+    return suppressed
 
 
 # ----------------------------------------------------------------------------- PPO reward
@@ -154,13 +181,20 @@ class AnswerRewardModel:
 
 
 # ----------------------------------------------------------------------------- reporting
-def make_report_callback(cell: str, loss_keys: tuple[str, ...], rank: int):
+def progress_checkpoint(progress: dict, extra: dict | None = None):
+    """A temporary directory holding progress.json (+ files), for ray.train.report."""
+    tmp = tempfile.mkdtemp(prefix="rb-progress-")
+    (Path(tmp) / "progress.json").write_text(json.dumps({**progress, **(extra or {})}))
+    return tmp
+
+
+def make_report_callback(cell: dict, loss_keys: tuple[str, ...], rank: int, progress: dict):
     import ray.train
     from transformers import TrainerCallback
     from transformers.trainer_utils import get_last_checkpoint
 
     class RayReport(TrainerCallback):
-        """Loss points and progress lines on log; a Ray Train checkpoint on every save."""
+        """Loss points and progress lines on log; a Ray Train checkpoint (with progress.json) on every save."""
 
         def __init__(self):
             self.curve: list[tuple[int, float]] = []
@@ -174,19 +208,24 @@ def make_report_callback(cell: str, loss_keys: tuple[str, ...], rank: int):
             if rank == 0:
                 done = max(state.global_step, 1)
                 eta = (time.time() - self.started) / done * max(state.max_steps - state.global_step, 0)
-                _say(cell, f"state=training step={state.global_step}/{state.max_steps} loss={float(loss):.4f} "
-                           f"eta={eta:.0f}s")
+                print(f"[train {cell['cell']}] state=training step={state.global_step}/{state.max_steps} "
+                      f"loss={float(loss):.4f} eta={eta:.0f}s", flush=True)
 
         def on_save(self, args, state, control, **kwargs):
-            metrics = {"step": int(state.global_step), "loss": self.curve[-1][1] if self.curve else float("nan")}
+            metrics = {"cell": cell["key"], "step": int(state.global_step),
+                       "loss": self.curve[-1][1] if self.curve else float("nan")}
             source = get_last_checkpoint(args.output_dir) if rank == 0 else None
             if source is None:
                 ray.train.report(metrics, checkpoint=None)
                 return
-            with tempfile.TemporaryDirectory() as tmp:
+            tmp = progress_checkpoint(progress, {"current": cell["key"]})
+            try:
                 shutil.copytree(source, Path(tmp) / "checkpoint")
                 (Path(tmp) / "curve.json").write_text(json.dumps(self.curve))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                                 checkpoint_dir_name=f"step-{cell['key']}-{state.global_step:06d}")
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
 
     return RayReport()
 
@@ -222,16 +261,17 @@ def _causal_lm(model_dir: str):
     return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
 
 
-def build_trainer(cfg: dict, out_dir: str, callback, world: int):
-    """The method's trl trainer; returns (trainer, tokenizer, loss log keys)."""
+def build_trainer(cfg: dict, out_dir: str, callback, world: int, stats: dict | None = None):
+    """The method's trl trainer; returns (trainer, tokenizer). `stats` receives the fitting counts."""
     method, h, style = cfg["method"], cfg["hyper"], cfg["prompt"]
     model_dir = cfg["model_dir"]
     common = _common_args(cfg, out_dir, world)
+    stats = stats if stats is not None else {}
     if method == "sft":
         from trl import SFTConfig, SFTTrainer
 
         tok = _tokenizer(model_dir, h["max_length"])
-        data = sft_dataset(tok, cfg["data"]["train_items"], style, h["max_length"])
+        data = sft_dataset(tok, cfg["data"]["train_items"], style, h["max_length"], stats)
         args = SFTConfig(**common, max_length=h["max_length"], completion_only_loss=True, packing=False)
         return SFTTrainer(model=_causal_lm(model_dir), args=args, train_dataset=data, processing_class=tok,
                           peft_config=_lora(cfg, "CAUSAL_LM"), callbacks=[callback]), tok
@@ -241,7 +281,7 @@ def build_trainer(cfg: dict, out_dir: str, callback, world: int):
         from trl import RewardConfig, RewardTrainer
 
         tok = _tokenizer(model_dir, h["max_length"])
-        data = rm_dataset(tok, cfg["data"]["train_pairs"], h["max_length"])
+        data = rm_dataset(tok, cfg["data"]["train_pairs"], h["max_length"], stats, cfg["scorer_kind"])
         model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1, dtype=torch.float32)
         model.config.pad_token_id = tok.pad_token_id
         args = RewardConfig(**common, max_length=h["max_length"])
@@ -251,7 +291,7 @@ def build_trainer(cfg: dict, out_dir: str, callback, world: int):
         from trl import DPOConfig, DPOTrainer
 
         tok = _tokenizer(model_dir, h["max_length"])
-        data = dpo_dataset(tok, cfg["data"]["train_pairs"], style, h["max_length"])
+        data = dpo_dataset(tok, cfg["data"]["train_pairs"], style, h["max_length"], stats)
         args = DPOConfig(**common, max_length=h["max_length"], beta=h["dpo_beta"])
         return DPOTrainer(model=_causal_lm(model_dir), args=args, train_dataset=data, processing_class=tok,
                           peft_config=_lora(cfg, "CAUSAL_LM"), callbacks=[callback]), tok
@@ -259,7 +299,7 @@ def build_trainer(cfg: dict, out_dir: str, callback, world: int):
         from datasets import Dataset
 
         tok = _tokenizer(model_dir, h["max_length"], padding_side="left")
-        data = Dataset.from_list(rl_prompts(tok, cfg["data"]["train_items"], style, h["max_length"]))
+        data = Dataset.from_list(rl_prompts(tok, cfg["data"]["train_items"], style, h["max_length"], stats))
 
         def relevance_reward(prompts, completions, target, **_):
             return [answer_reward(c, t) for c, t in zip(completions, target)]
@@ -271,16 +311,18 @@ def build_trainer(cfg: dict, out_dir: str, callback, world: int):
             from trl import GRPOConfig as Config, GRPOTrainer as Trainer
         else:
             from trl import RLOOConfig as Config, RLOOTrainer as Trainer
+        model = _causal_lm(model_dir)
+        suppressed = restrict_to_answers(model, tok, style)
         args = Config(**rl_common, num_generations=n, max_completion_length=h["rl_response_length"],
-                      beta=0.0 if method == "grpo" else 0.05)
-        return Trainer(model=_causal_lm(model_dir), reward_funcs=relevance_reward, args=args, train_dataset=data,
+                      beta=0.0 if method == "grpo" else 0.05, generation_kwargs={"suppress_tokens": suppressed})
+        return Trainer(model=model, reward_funcs=relevance_reward, args=args, train_dataset=data,
                        processing_class=tok, peft_config=_lora(cfg, "CAUSAL_LM"), callbacks=[callback]), tok
     if method == "ppo":
-        return _ppo_trainer(cfg, common, callback)
+        return _ppo_trainer(cfg, common, callback, stats)
     raise ValueError(f"unknown method {method!r}")
 
 
-def _ppo_trainer(cfg: dict, common: dict, callback):
+def _ppo_trainer(cfg: dict, common: dict, callback, stats: dict):
     import torch
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification
@@ -293,7 +335,7 @@ def _ppo_trainer(cfg: dict, common: dict, callback):
     h, style, model_dir = cfg["hyper"], cfg["prompt"], cfg["model_dir"]
     tok = _tokenizer(model_dir, h["max_length"], padding_side="left")
     items = cfg["data"]["train_items"]
-    rows = rl_prompts(tok, items, style, h["max_length"])
+    rows = rl_prompts(tok, items, style, h["max_length"], stats)
     prompt_ids = [tok(r["prompt"], add_special_tokens=False)["input_ids"] for r in rows]
     rm = build_scorer(ScorerSpec(name="rm", kind="reward-head", model=cfg["rm"]["model"], adapter=cfg["rm"]["adapter"],
                                  max_length=h["max_length"], batch_size=cfg["score_batch_size"]))
@@ -312,9 +354,11 @@ def _ppo_trainer(cfg: dict, common: dict, callback):
                      response_length=h["rl_response_length"], num_sample_generations=0, num_ppo_epochs=1,
                      num_mini_batches=1, local_rollout_forward_batch_size=h["batch_size"], stop_token="eos",
                      missing_eos_penalty=None, kl_coef=0.05)
+    policy = _causal_lm(model_dir)
+    restrict_to_answers(policy, tok, style)
     # An explicit frozen reference model: trl's adapter-disabling path (ref_model=None with LoRA) reads
     # `model.policy` through the DDP wrapper that every Ray Train worker gets, and fails.
-    trainer = PPOTrainer(args=args, processing_class=tok, model=_causal_lm(model_dir), ref_model=_causal_lm(model_dir),
+    trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=_causal_lm(model_dir),
                          reward_model=reward_model, train_dataset=data, value_model=value_model,
                          eval_dataset=data.select(range(min(len(data), h["batch_size"]))),
                          peft_config=_lora(cfg, "CAUSAL_LM"), callbacks=[callback])
@@ -325,16 +369,38 @@ LOSS_KEYS = {"ppo": ("loss/policy_avg",), "grpo": ("loss",), "rloo": ("loss",)}
 
 
 # ----------------------------------------------------------------------------- evaluation
-def pairwise_accuracy(spec_kwargs: dict, pairs: list[dict]) -> float | None:
+def trained_model(trainer, method: str):
+    """The model that scores: PPO's policy, else the trainer's model (peft-wrapped), unwrapped from DDP."""
+    if method == "ppo":
+        return trainer.policy_model
+    return trainer.accelerator.unwrap_model(trainer.model)
+
+
+def held_out_scores(cfg: dict, model, pairs: list[dict]):
+    """Scores of the held-out pairs' items by the cell's own scorer over an already loaded model."""
+    import numpy as np
+
+    from bench.config import ScorerSpec
+    from bench.rerank.scorers import SCORER_KINDS, load_tokenizer
+
+    if not pairs:
+        return {}
+    spec = ScorerSpec(name=cfg["cell"], kind=cfg["scorer_kind"], model=cfg["model_dir"], prompt=cfg["prompt"],
+                      max_length=cfg["hyper"]["max_length"], batch_size=cfg["score_batch_size"], dtype="float32")
+    kind = SCORER_KINDS[spec.kind]
+    tok = load_tokenizer(cfg["model_dir"], spec.max_length, kind.padding_side)
+    was_training = model.training
+    scorer = kind(spec, model=model, tokenizer=tok)
+    unique = sorted({(p["query"], t) for p in pairs for t in (p["chosen"], p["rejected"])})
+    scores = scorer.score([q for q, _ in unique], [t for _, t in unique])
+    model.train(was_training)
+    return dict(zip(unique, np.asarray(scores, dtype=np.float64)))
+
+
+def pairwise_accuracy(scores: dict, pairs: list[dict]) -> float | None:
     """Share of held-out pairs whose chosen item the cell's scorer scores above the rejected one."""
     if not pairs:
         return None
-    from bench.config import ScorerSpec
-    from bench.rerank.scorers import build_scorer
-
-    scorer = build_scorer(ScorerSpec(**spec_kwargs))
-    unique = sorted({(p["query"], t) for p in pairs for t in (p["chosen"], p["rejected"])})
-    scores = dict(zip(unique, scorer.score([q for q, _ in unique], [t for _, t in unique])))
     wins = sum(bool(scores[(p["query"], p["chosen"])] > scores[(p["query"], p["rejected"])]) for p in pairs)
     return float(wins / len(pairs))
 
@@ -347,88 +413,176 @@ def _zero_stage(trainer) -> int | None:
     return int(plugin.zero_stage) if plugin is not None else None
 
 
-# ----------------------------------------------------------------------------- the loop
-def _report_finished(checkpoint, rank: int) -> bool:
+def skip_deepspeed_shm_op() -> None:
+    """DeepSpeed on CPU JIT-compiles a shared-memory all-reduce op (minutes) on first use; it is an
+    optional speed-up over the process group's own all-reduce (gloo), so skip it unless asked for."""
+    if os.environ.get("RERANK_BENCH_DS_SHM") == "1":
+        return
+    try:
+        import deepspeed.ops
+
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    except Exception:  # noqa: BLE001 - no DeepSpeed, nothing to skip
+        pass
+
+
+# ----------------------------------------------------------------------------- one cell
+def train_cell(cfg: dict, work: Path, resume, progress: dict, rank: int, world: int) -> tuple[dict, Path]:
+    """Train one cell; returns (metrics, directory with adapter/ or model/ and metrics.json)."""
+    import numpy as np
+    import torch
+
+    torch.manual_seed(cfg["seed"])
+    started = time.time()
+    if cfg.get("deepspeed"):
+        skip_deepspeed_shm_op()
+    callback = make_report_callback(cfg, LOSS_KEYS.get(cfg["method"], ("loss",)), rank, progress)
+    stats: dict = {}
+    trainer, tok = build_trainer(cfg, str(work / "hf"), callback, world, stats)
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # our callback prints one progress line per logging step
+    valid = cfg["data"]["valid_pairs"]
+    before = held_out_scores(cfg, trained_model(trainer, cfg["method"]), valid) if rank == 0 else {}
+    train_started = time.time()
+    if resume is not None and cfg["method"] != "ppo":
+        curve = Path(resume) / "curve.json"
+        if curve.is_file():
+            callback.curve = [tuple(x) for x in json.loads(curve.read_text())]
+        output = trainer.train(resume_from_checkpoint=str(Path(resume) / "checkpoint"))
+    else:
+        output = trainer.train()
+    train_seconds = time.time() - train_started
+    steps = int(trainer.state.global_step)
+    h = cfg["hyper"]
+    samples = steps * h["batch_size"] * h["grad_accum"] * world
+    curve = callback.curve
+    metrics = {"final_loss": curve[-1][1] if curve else float(output.training_loss or float("nan")),
+               "first_loss": curve[0][1] if curve else None,
+               "train_loss": float(getattr(output, "training_loss", None) or float("nan")) if output else None,
+               "steps": steps, "samples": samples, "train_seconds": round(train_seconds, 2),
+               "samples_per_s": round(samples / train_seconds, 3) if train_seconds > 0 else None,
+               "world_size": world, "deepspeed_zero_stage": _zero_stage(trainer), "fitting": stats}
+    final = work / "final"
+    shutil.rmtree(final, ignore_errors=True)
+    if rank == 0:
+        target = final / ("model" if h["full_finetune"] else "adapter")
+        model = trained_model(trainer, cfg["method"])
+        after = held_out_scores(cfg, model, valid)
+        model.save_pretrained(str(target)) if cfg["method"] == "ppo" else trainer.save_model(str(target))
+        if h["full_finetune"]:
+            tok.save_pretrained(str(target))
+        metrics["accuracy_before"] = pairwise_accuracy(before, valid)
+        metrics["pairwise_accuracy"] = pairwise_accuracy(after, valid)
+        shift = [abs(after[k] - before[k]) for k in after]
+        metrics["score_shift"] = float(np.mean(shift)) if shift else None
+        metrics["n_valid_pairs"] = len(valid)
+        metrics["stalled"] = learned_nothing(metrics)
+        metrics["loss_curve"] = curve
+        metrics["seconds"] = round(time.time() - started, 2)  # build + before/after scoring + training
+        (final / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    if world > 1:
+        torch.distributed.barrier()
+    del trainer
+    gc.collect()
+    return metrics, final
+
+
+def learned_nothing(m: dict) -> bool:
+    """A cell whose scoring neuron did not move on the held-out items, or whose loss did not move."""
+    if m.get("score_shift") is not None and m["score_shift"] < 1e-4:
+        return True
+    first, last = m.get("first_loss"), m.get("final_loss")
+    return first is not None and last is not None and len(m.get("loss_curve") or []) > 1 and first == last
+
+
+# ----------------------------------------------------------------------------- the lane
+def _read_progress(checkpoint) -> tuple[dict, str | None]:
+    """(progress, local copy of the checkpoint when it holds a cell in progress)."""
+    if checkpoint is None:
+        return {"done": {}, "failed": {}}, None
+    local = tempfile.mkdtemp(prefix="rb-resume-")
+    checkpoint.to_directory(local)
+    progress = json.loads((Path(local) / "progress.json").read_text())
+    progress.setdefault("done", {})
+    progress.setdefault("failed", {})
+    if (Path(local) / "checkpoint").is_dir() and progress.get("current"):
+        return progress, local
+    shutil.rmtree(local, ignore_errors=True)
+    return progress, None
+
+
+def fetch_cell_output(path: str) -> str:
+    """A finished cell's directory, local or from the run's storage (s3://, gs://)."""
+    if "://" not in path and Path(path).is_dir():
+        return path
     import ray.train
 
-    with checkpoint.as_directory() as d:
-        metrics_file = Path(d) / "metrics.json"
-        if not metrics_file.is_file():
-            return False
-        metrics = {k: v for k, v in json.loads(metrics_file.read_text()).items() if k != "loss_curve"}
-    ray.train.report(metrics, checkpoint=checkpoint if rank == 0 else None)
-    return True
+    local = tempfile.mkdtemp(prefix="rb-cell-")
+    ray.train.Checkpoint(path).to_directory(local)
+    return local
 
 
-def train_loop(cfg: dict) -> None:
+def train_lane(config: dict) -> None:
+    """The Ray Train per-worker function: the lane's cells in order, resuming where a failure left off."""
     import ray.train
     import torch
 
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    cell = cfg["cell"]
-    torch.set_num_threads(max(1, int(cfg.get("cpus_per_worker", 1))))
-    if cfg.get("pid_dir"):  # lets operators (and the fault-tolerance test) find this worker
-        Path(cfg["pid_dir"]).mkdir(parents=True, exist_ok=True)
-        (Path(cfg["pid_dir"]) / f"rank{rank}.pid").write_text(str(os.getpid()))
-    torch.manual_seed(cfg["seed"])
-    resume = ray.train.get_checkpoint()
-    _say(cell, f"state={'resuming' if resume else 'starting'} rank={rank}/{world} pid={os.getpid()}")
-    started = time.time()
-    with tempfile.TemporaryDirectory(prefix="cell-") as work:
-        callback = make_report_callback(cell, LOSS_KEYS.get(cfg["method"], ("loss",)), rank)
-        trainer, tok = build_trainer(cfg, str(Path(work) / "hf"), callback, world)
-        from transformers.trainer_callback import PrinterCallback
+    torch.set_num_threads(max(1, int(config.get("cpus_per_worker", 1))))
+    if config.get("pid_dir"):  # lets operators (and the fault-tolerance test) find this worker
+        Path(config["pid_dir"]).mkdir(parents=True, exist_ok=True)
+        (Path(config["pid_dir"]) / f"rank{rank}.pid").write_text(str(os.getpid()))
+    progress, resume_dir = _read_progress(ray.train.get_checkpoint())
+    lane_dir = config["lane_dir"]  # where this lane's checkpoints land in the run's storage
+    with tempfile.TemporaryDirectory(prefix="lane-") as work_root:
+        for cfg in config["cells"]:
+            key = cfg["key"]
+            if key in progress["done"] or key in progress["failed"] or key in config.get("skip", ()):
+                continue
+            resume = resume_dir if progress.get("current") == key else None
+            if rank == 0:
+                emit_event(kind="cell", cell=cfg["cell"], key=key, state="resuming" if resume else "running",
+                           pid=os.getpid())
+            if cfg["method"] == "ppo" and cfg["rm"].get("key") in progress["done"]:
+                cfg["rm"]["adapter"] = str(Path(fetch_cell_output(progress["done"][cfg["rm"]["key"]])) / "adapter")
+            if cfg["method"] == "ppo" and cfg["rm"].get("key") in progress["failed"]:
+                progress["failed"][key] = f"reward model cell {cfg['rm']['cell']} failed"
+                if rank == 0:
+                    emit_event(kind="cell", cell=cfg["cell"], key=key, state="failed", error=progress["failed"][key])
+                continue
+            work = Path(work_root) / key
+            work.mkdir(parents=True, exist_ok=True)
+            try:
+                metrics, final = train_cell(cfg, work, resume, progress, rank, world)
+            except Exception as e:  # noqa: BLE001 - a failed cell must not stop the lane
+                if world > 1:
+                    raise  # ranks would disagree on where they are: let Ray Train restart the group
+                from bench.train.grid import one_line
 
-        trainer.remove_callback(PrinterCallback)  # our callback prints one progress line per logging step
-        if resume is not None and _report_finished(resume, rank):
-            return  # finished before the driver could collect it: hand over the final checkpoint again
-        train_started = time.time()
-        if resume is not None and cfg["method"] != "ppo":
-            with resume.as_directory() as d:
-                curve = Path(d) / "curve.json"
-                if curve.is_file():
-                    callback.curve = [tuple(x) for x in json.loads(curve.read_text())]
-                output = trainer.train(resume_from_checkpoint=str(Path(d) / "checkpoint"))
-        else:
-            output = trainer.train()
-        seconds, train_seconds = time.time() - started, time.time() - train_started
-        steps = int(trainer.state.global_step)
-        samples = steps * cfg["hyper"]["batch_size"] * cfg["hyper"]["grad_accum"] * world
-        curve = callback.curve
-        metrics = {"final_loss": curve[-1][1] if curve else float(output.training_loss or float("nan")),
-                   "train_loss": float(getattr(output, "training_loss", None) or float("nan")) if output else None,
-                   "steps": steps, "samples": samples, "seconds": round(seconds, 2),
-                   "train_seconds": round(train_seconds, 2),  # trainer.train() alone (samples/s is over this)
-                   "samples_per_s": round(samples / train_seconds, 3) if train_seconds > 0 else None,
-                   "world_size": world, "deepspeed_zero_stage": _zero_stage(trainer)}
-        final = Path(work) / "final"
-        if rank == 0:
-            target = final / ("model" if cfg["hyper"]["full_finetune"] else "adapter")
-            if cfg["method"] == "ppo":  # trl's PPO save_model misses the policy inside the DDP wrapper
-                trainer.accelerator.unwrap_model(trainer.model).policy.save_pretrained(str(target))
+                progress["failed"][key] = one_line(e)
+                emit_event(kind="cell", cell=cfg["cell"], key=key, state="failed", error=progress["failed"][key])
+                tmp = progress_checkpoint(progress)
+                ray.train.report({"cell": key, "state": "failed"}, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                                 checkpoint_dir_name=f"failed-{key}")
+                shutil.rmtree(tmp, ignore_errors=True)
+                continue
+            finally:
+                if resume is not None:
+                    shutil.rmtree(resume, ignore_errors=True)
+                    resume_dir = None
+            progress["done"][key] = f"{lane_dir}/cell-{key}"
+            progress.pop("current", None)
+            if rank == 0:
+                (final / "progress.json").write_text(json.dumps(progress))
+                ray.train.report({"cell": key, "state": "trained"},
+                                 checkpoint=ray.train.Checkpoint.from_directory(str(final)),
+                                 checkpoint_dir_name=f"cell-{key}")
+                emit_event(kind="cell", cell=cfg["cell"], key=key, state="trained", path=progress["done"][key],
+                           **{k: metrics.get(k) for k in ("final_loss", "accuracy_before", "pairwise_accuracy",
+                                                          "seconds", "train_seconds", "stalled")})
             else:
-                trainer.save_model(str(target))
-            if cfg["hyper"]["full_finetune"]:
-                tok.save_pretrained(str(target))
-        if world > 1:
-            torch.distributed.barrier()
-        if rank != 0:
-            ray.train.report(metrics, checkpoint=None)
-            return
-        del trainer
-        spec = {"name": cell, "kind": cfg["scorer_kind"], "prompt": cfg["prompt"], "max_length": cfg["hyper"]["max_length"],
-                "batch_size": cfg["score_batch_size"]}
-        if cfg["hyper"]["full_finetune"]:
-            spec["model"] = str(final / "model")
-        else:
-            spec.update(model=cfg["model_dir"], adapter=str(final / "adapter"))
-        metrics["pairwise_accuracy"] = pairwise_accuracy(spec, cfg["data"]["valid_pairs"])
-        metrics["n_valid_pairs"] = len(cfg["data"]["valid_pairs"])
-        metrics["loss_curve"] = curve
-        (final / "metrics.json").write_text(json.dumps(metrics, indent=1))
-        acc = metrics["pairwise_accuracy"]
-        _say(cell, f"state=trained steps={steps} loss={metrics['final_loss']:.4f} "
-                   f"pairwise_acc={'n/a' if acc is None else f'{acc:.3f}'} in {seconds:.0f}s")
-        ray.train.report({k: v for k, v in metrics.items() if k != "loss_curve"},
-                         checkpoint=ray.train.Checkpoint.from_directory(str(final)))
+                ray.train.report({"cell": key, "state": "trained"}, checkpoint=None,
+                                 checkpoint_dir_name=f"cell-{key}")
+            shutil.rmtree(work, ignore_errors=True)

@@ -484,7 +484,7 @@ def tuned_systems(p) -> list:
     """The best trial as a leaderboard system (kind 'tuned'), once a sweep has written best.json."""
     from bench.config import ScorerSpec
     from bench.models import PRESETS
-    from bench.report.leaderboard import SystemInfo
+    from bench.systems import SystemInfo
 
     best_file = tune_root(p) / "best.json"
     if p.exp.tune is None or p.exp.tune.space is None or not best_file.is_file():

@@ -37,7 +37,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 def _systems(p) -> list:
     cfg: TopKConfig = p.exp.tune.topk
-    specs = {s.name: s for s in p.exp.rerank.systems}
+    specs = {s.name: s for s in p.exp.rerank.scorers}
     names = cfg.systems or list(specs)
     if not names:
         raise InputError("tune.topk: no rerank.systems to explain; add models under rerank.systems")
@@ -66,7 +66,7 @@ def _explain_cfg(p):
 def _jobs(p, spec) -> list[dict]:
     """The system's top re-ranked items of the first `max_queries` evaluated queries."""
     from bench.models import PRESETS
-    from bench.report.leaderboard import SystemInfo
+    from bench.systems import SystemInfo
 
     cfg: TopKConfig = p.exp.tune.topk
     name = p.exp.data[0].name
