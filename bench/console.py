@@ -215,14 +215,23 @@ def count_artifacts_with(counter: Callable[[str], tuple[int, int]]) -> None:
 
 
 @contextlib.contextmanager
-def stage(name: str, what: str = "") -> Iterator[dict]:
-    """One line when a stage starts and one when it ends, with its time, what it did and what was cached."""
+def stage(name: str, what: str = "", announce: bool = True) -> Iterator[dict]:
+    """One line when a stage starts and one when it ends, with its time, what it did and what was cached.
+
+    `announce=False` prints only the end line: stages that validate input (loading data) stay
+    silent until they succeed, so bad input is reported by its one error line alone.
+    """
+    from bench.errors import InputError
+
     info: dict = {}
     started = time.time()
     counts = _CACHE_COUNTS[0](name.split()[0]) if _CACHE_COUNTS else None
-    log.info("%s%s ...", name, f" {what}" if what else "")
+    if announce:
+        log.info("%s%s ...", name, f" {what}" if what else "")
     try:
         yield info
+    except InputError:
+        raise  # its own one-line message says what went wrong
     except BaseException:
         log.info("%s stopped after %.1fs", name, time.time() - started)
         raise

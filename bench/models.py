@@ -206,15 +206,15 @@ def resolve_model(name: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def model_fingerprint(name: str) -> str:
-    """Identity of a model's weights, for artifact keys: a local dir's config and weight files
-    hashed (a rebuilt preset or retrained checkpoint changes it); a hub id stands for itself."""
-    from bench.artifacts import content_hash, file_sha256
+    """Identity of a model, for artifact keys: every file of a local dir hashed - config, weights,
+    tokenizer files, chat template - so a rebuilt preset, a retrained checkpoint or an edited
+    tokenizer changes it (hashes cached by size and mtime); a hub id stands for itself."""
+    from bench.artifacts import content_fingerprint
 
     path = Path(resolve_model(name))
     if not path.is_dir():
         return str(path)
-    files = [path / "config.json", *sorted(path.glob("*.safetensors")), *sorted(path.glob("*.bin"))]
-    return content_hash([file_sha256(f) for f in files if f.is_file()])
+    return content_fingerprint(path)
 
 
 def model_params_label(name: str) -> str:

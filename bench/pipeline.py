@@ -457,9 +457,11 @@ def _adapter_fingerprint(spec: ScorerSpec) -> str | None:
 
 def run_all(p: Pipeline) -> Leaderboard:
     """The whole experiment, in stage order."""
-    with stage("data", f"{len(p.exp.data)} data source(s)") as st:
+    with stage("data", announce=False) as st:  # input is validated here: silent until it is good
         st["note"] = ", ".join(f"{d.name}: {len(d.collection.queries)} queries, {len(d.collection.corpus)} documents"
                                for d in p.datasets())
+        for d in p.datasets():
+            p.run_file_systems(d.name)  # run files checked against the collections before any work
     with stage("retrieve", "first stage") as st:
         st["note"] = ", ".join(f"{d.name}: {len(p.first_stage(d.name).run.scores)} queries" for d in p.datasets())
     p.train_results()

@@ -17,6 +17,13 @@ def _leaderboard_args(sp) -> None:
 def cmd_leaderboard(args) -> int:
     from pathlib import Path
 
+    from bench.errors import InputError, require_writable_dir
+
+    if args.html:  # checked before any work: the site is a folder of pages
+        html = Path(args.html)
+        if html.exists() and not html.is_dir():
+            raise InputError(f"--html: {html} exists and is not a directory; give a folder for the site's pages")
+        require_writable_dir(html, "--html")
     p = pipeline_from_args(args)
     board = p.leaderboard()
     print(board.to_markdown(f"Leaderboard: {p.exp.name}"))

@@ -64,12 +64,12 @@ def cut_to_tokens(tokenizer, text: str, n: int) -> tuple[str, bool]:
     if n <= 0:
         return "", bool(text)
     if getattr(tokenizer, "is_fast", False):
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         offsets = enc["offset_mapping"]
         if len(offsets) <= n:
             return text, False
         return text[: offsets[n - 1][1]], True
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
     if len(ids) <= n:
         return text, False
     return tokenizer.decode(ids[:n]), True
@@ -96,7 +96,7 @@ class InputFitter:
         self._query_tokens: dict[str, int] = {}
 
     def _count(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def fit(self, query: str, item: str) -> FittedPair:
         query, item = query or "", item or ""
@@ -133,15 +133,15 @@ class InputFitter:
 def relevance_fitter(tokenizer, max_length: int, style: str) -> InputFitter:
     """The relevance prompt (zero-shot, SFT, DPO, PPO, GRPO, RLOO): ends at the answer position."""
     return InputFitter(tokenizer, max_length, lambda q, d: relevance_prompt(tokenizer, q, d, style),
-                       lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"]), reserve=ANSWER_RESERVE)
+                       lambda s: len(tokenizer(s, add_special_tokens=False, verbose=False)["input_ids"]), reserve=ANSWER_RESERVE)
 
 
 def message_fitter(tokenizer, max_length: int) -> InputFitter:
     """The bare user message a reward head reads (reward modelling)."""
     return InputFitter(tokenizer, max_length, user_message,
-                       lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"]))
+                       lambda s: len(tokenizer(s, add_special_tokens=False, verbose=False)["input_ids"]))
 
 
 def pair_fitter(tokenizer, max_length: int) -> InputFitter:
     """A cross-encoder's (query, item) pair with the tokenizer's own special tokens ([CLS] q [SEP] d [SEP])."""
-    return InputFitter(tokenizer, max_length, lambda q, d: (q, d), lambda p: len(tokenizer(*p)["input_ids"]))
+    return InputFitter(tokenizer, max_length, lambda q, d: (q, d), lambda p: len(tokenizer(*p, verbose=False)["input_ids"]))

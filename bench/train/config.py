@@ -57,8 +57,10 @@ class Hyperparameters(StrictModel):
     lora_dropout: float = Field(0.05, ge=0, le=1)
     full_finetune: bool = Field(False, description="train all weights and save a full model instead of a LoRA adapter")
     dpo_beta: float = Field(0.1, gt=0)
-    rl_generations: int = Field(2, ge=2, description="completions per prompt (GRPO/RLOO)")
-    rl_response_length: int = Field(2, ge=1, description="max new tokens generated per prompt (PPO/GRPO/RLOO)")
+    rl_generations: int = Field(4, ge=2, description="completions per prompt (GRPO/RLOO): more samples per group "
+                                                     "make differing rewards, hence a gradient, more likely")
+    rl_response_length: int = Field(1, ge=1, description="new tokens generated per prompt (PPO/GRPO/RLOO); the "
+                                                         "answer is one of the two relevance tokens")
     logging_steps: int = Field(5, ge=1, description="a loss point (and a progress line) every N steps")
     save_steps: int = Field(20, ge=1, description="checkpoint every N steps (resume point after a failure)")
     warmup_steps: int = Field(0, ge=0)

@@ -13,9 +13,9 @@ Fault tolerance stays per cell: every trainer save is also a Ray Train checkpoin
 Ray Train (`FailureConfig`), reads that progress, skips finished cells and resumes the cell it
 was in from its last checkpoint. A cell that raises is recorded as failed and the lane goes on.
 
-Online RL (PPO, GRPO, RLOO) samples its answers from the two relevance tokens only (every other
-token is suppressed in generation): a model that has never said "yes" or "no" would otherwise
-earn the same reward for every sample, leaving zero advantage and no gradient.
+Online RL (PPO, GRPO, RLOO) acts in the space of the two relevance tokens (`restrict_to_answers`):
+a model that has never said "yes" or "no" would otherwise earn the same reward for every sample,
+leaving zero advantage and no gradient.
 
 Which neuron scores each method is declared in `bench.train.config.METHODS`.
 """
@@ -110,30 +110,39 @@ def rl_prompts(tok, items: list[dict], style: str, max_length: int, stats: dict 
              "target": 1.0 if it["relevant"] else -1.0} for it in items]
 
 
-def answer_reward(completion: str, target: float) -> float:
-    """+target for 'yes', -target for 'no' (target > 0 for relevant items), -1 for anything else."""
-    word = completion.strip().lower()
-    if word.startswith("yes"):
+def answer_reward(first_token: int | None, target: float, yes_id: int, no_id: int) -> float:
+    """+target when the answer's first token is the scorer's 'yes' token, -target for its 'no' token
+    (target > 0 for relevant items), -1 for anything else. Tokens, not text: a small tokenizer may
+    split "yes" into pieces, and the scoring neuron reads exactly these two tokens."""
+    if first_token == yes_id:
         return target
-    if word.startswith("no"):
+    if first_token == no_id:
         return -target
     return -1.0
 
 
-def restrict_to_answers(model, tok, style: str) -> list[int]:
-    """Let generation sample only the two relevance tokens: every other id is suppressed.
+def restrict_to_answers(model, tok, style: str):
+    """Make the policy a distribution over the two relevance tokens only.
 
-    Set on the model's generation config, which `generate` merges into whatever config a
-    trainer passes (trl's PPO builds its own); returns the suppressed ids for trainers that take
-    generation kwargs (GRPO, RLOO).
+    A forward hook on the LM head adds -1e4 to every other token's logit, so sampling, the
+    log-probabilities trl's PPO / GRPO / RLOO compute for their ratios and KL terms, and the
+    reference model (given the same hook) all live in the same two-token space. The scoring
+    neuron, logit("yes") - logit("no"), is untouched by the mask; the hook is not saved with
+    the adapter.
     """
+    import torch
+
     from bench.rerank import prompts
 
-    keep = set(prompts.answer_token_ids(tok, style))
-    vocab = max(model.config.vocab_size, len(tok))
-    suppressed = [i for i in range(vocab) if i not in keep]
-    model.generation_config.suppress_tokens = suppressed
-    return suppressed
+    keep = list(prompts.answer_token_ids(tok, style))
+    head = model.get_output_embeddings()
+    mask = torch.full((head.out_features,), -1e4, dtype=torch.float32)
+    mask[keep] = 0.0
+
+    def add_mask(module, inputs, output):
+        return output + mask.to(device=output.device, dtype=output.dtype)
+
+    return head.register_forward_hook(add_mask)
 
 
 # ----------------------------------------------------------------------------- PPO reward
@@ -181,6 +190,11 @@ class AnswerRewardModel:
 
 
 # ----------------------------------------------------------------------------- reporting
+def _safe(name: str) -> str:
+    """A cell name as part of a checkpoint folder name."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
 def progress_checkpoint(progress: dict, extra: dict | None = None):
     """A temporary directory holding progress.json (+ files), for ray.train.report."""
     tmp = tempfile.mkdtemp(prefix="rb-progress-")
@@ -212,6 +226,8 @@ def make_report_callback(cell: dict, loss_keys: tuple[str, ...], rank: int, prog
                       f"loss={float(loss):.4f} eta={eta:.0f}s", flush=True)
 
         def on_save(self, args, state, control, **kwargs):
+            if progress is None:  # trained outside a Ray Train run (tests, tools): no checkpoint to report
+                return
             metrics = {"cell": cell["key"], "step": int(state.global_step),
                        "loss": self.curve[-1][1] if self.curve else float("nan")}
             source = get_last_checkpoint(args.output_dir) if rank == 0 else None
@@ -223,7 +239,7 @@ def make_report_callback(cell: dict, loss_keys: tuple[str, ...], rank: int, prog
                 shutil.copytree(source, Path(tmp) / "checkpoint")
                 (Path(tmp) / "curve.json").write_text(json.dumps(self.curve))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                                 checkpoint_dir_name=f"step-{cell['key']}-{state.global_step:06d}")
+                                 checkpoint_dir_name=f"step-{_safe(cell['cell'])}-{cell['key']}-{state.global_step:06d}")
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
 
@@ -298,11 +314,16 @@ def build_trainer(cfg: dict, out_dir: str, callback, world: int, stats: dict | N
     if method in ("grpo", "rloo"):
         from datasets import Dataset
 
+        from bench.rerank import prompts
+
         tok = _tokenizer(model_dir, h["max_length"], padding_side="left")
         data = Dataset.from_list(rl_prompts(tok, cfg["data"]["train_items"], style, h["max_length"], stats))
 
-        def relevance_reward(prompts, completions, target, **_):
-            return [answer_reward(c, t) for c, t in zip(completions, target)]
+        yes_id, no_id = prompts.answer_token_ids(tok, style)
+
+        def relevance_reward(prompts, completions, completion_ids, target, **_):
+            return [answer_reward(ids[0] if len(ids) else None, t, yes_id, no_id)
+                    for ids, t in zip(completion_ids, target)]
 
         n = h["rl_generations"]
         batch = max(n, (h["batch_size"] // n) * n)  # whole groups of completions per step
@@ -312,9 +333,9 @@ def build_trainer(cfg: dict, out_dir: str, callback, world: int, stats: dict | N
         else:
             from trl import RLOOConfig as Config, RLOOTrainer as Trainer
         model = _causal_lm(model_dir)
-        suppressed = restrict_to_answers(model, tok, style)
+        restrict_to_answers(model, tok, style)
         args = Config(**rl_common, num_generations=n, max_completion_length=h["rl_response_length"],
-                      beta=0.0 if method == "grpo" else 0.05, generation_kwargs={"suppress_tokens": suppressed})
+                      beta=0.0 if method == "grpo" else 0.05)
         return Trainer(model=model, reward_funcs=relevance_reward, args=args, train_dataset=data,
                        processing_class=tok, peft_config=_lora(cfg, "CAUSAL_LM"), callbacks=[callback]), tok
     if method == "ppo":
@@ -354,11 +375,12 @@ def _ppo_trainer(cfg: dict, common: dict, callback, stats: dict):
                      response_length=h["rl_response_length"], num_sample_generations=0, num_ppo_epochs=1,
                      num_mini_batches=1, local_rollout_forward_batch_size=h["batch_size"], stop_token="eos",
                      missing_eos_penalty=None, kl_coef=0.05)
-    policy = _causal_lm(model_dir)
-    restrict_to_answers(policy, tok, style)
+    policy, reference = _causal_lm(model_dir), _causal_lm(model_dir)
+    for m in (policy, reference):  # the same two-token space for the policy and its KL reference
+        restrict_to_answers(m, tok, style)
     # An explicit frozen reference model: trl's adapter-disabling path (ref_model=None with LoRA) reads
     # `model.policy` through the DDP wrapper that every Ray Train worker gets, and fails.
-    trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=_causal_lm(model_dir),
+    trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=reference,
                          reward_model=reward_model, train_dataset=data, value_model=value_model,
                          eval_dataset=data.select(range(min(len(data), h["batch_size"]))),
                          peft_config=_lora(cfg, "CAUSAL_LM"), callbacks=[callback])
@@ -427,8 +449,11 @@ def skip_deepspeed_shm_op() -> None:
 
 
 # ----------------------------------------------------------------------------- one cell
-def train_cell(cfg: dict, work: Path, resume, progress: dict, rank: int, world: int) -> tuple[dict, Path]:
-    """Train one cell; returns (metrics, directory with adapter/ or model/ and metrics.json)."""
+def train_cell(cfg: dict, work: Path, resume, progress: dict | None, rank: int, world: int) -> tuple[dict, Path]:
+    """Train one cell; returns (metrics, directory with adapter/ or model/ and metrics.json).
+
+    `progress` is the lane's record (done / failed cells) saved with every checkpoint reported to
+    Ray Train; None trains without reporting (outside a Ray Train run)."""
     import numpy as np
     import torch
 
@@ -489,11 +514,14 @@ def train_cell(cfg: dict, work: Path, resume, progress: dict, rank: int, world: 
 
 
 def learned_nothing(m: dict) -> bool:
-    """A cell whose scoring neuron did not move on the held-out items, or whose loss did not move."""
+    """A cell whose scoring neuron did not move on the held-out items, or whose held-out accuracy and
+    loss both stayed exactly where they started. (GRPO's logged loss is ~0 by construction, so a
+    flat loss alone says nothing.)"""
     if m.get("score_shift") is not None and m["score_shift"] < 1e-4:
         return True
     first, last = m.get("first_loss"), m.get("final_loss")
-    return first is not None and last is not None and len(m.get("loss_curve") or []) > 1 and first == last
+    flat_loss = first is not None and last is not None and len(m.get("loss_curve") or []) > 1 and first == last
+    return flat_loss and m.get("accuracy_before") == m.get("pairwise_accuracy")
 
 
 # ----------------------------------------------------------------------------- the lane
