@@ -96,9 +96,22 @@ class SplitConfig(StrictModel):
 
 
 # ------------------------------------------------------------------------------ stages
+FIRST_STAGE_NAME = "BM25"  # the (BM25) first stage's row in every table; no other system may take the name
+
+
 class RetrieveConfig(StrictModel):
-    method: Literal["bm25s", "pyserini", "candidates"] = Field(
-        "bm25s", description="bm25s (default), pyserini (optional extra), or the loader's candidate lists")
+    method: Literal["bm25s", "pyserini", "candidates", "dense", "hybrid"] = Field(
+        "bm25s", description="bm25s (default), pyserini (optional extra), the loader's candidate lists, dense "
+                             "(bi-encoder, exact search) or hybrid (BM25 + dense, fused)")
+    name: Optional[str] = Field(None, description="the first stage's row in tables; default BM25 (bm25s, pyserini, "
+                                                  "candidates), Dense or Hybrid")
+    model: str = Field("all-minilm-l6-v2", description="dense / hybrid: the bi-encoder (preset, hub id or local dir)")
+    max_length: int = Field(256, ge=8, description="dense / hybrid: tokens per text (all-MiniLM-L6-v2: 256)")
+    encode_batch_size: int = Field(64, ge=1, description="dense / hybrid: texts per encoding batch")
+    fusion: Literal["rrf", "score"] = Field("rrf", description="hybrid: reciprocal-rank fusion, or a weighted sum "
+                                                               "of min-max normalised scores")
+    rrf_k: int = Field(60, ge=1, description="hybrid rrf: the k in 1 / (k + rank)")
+    fusion_weights: tuple[float, float] = Field((0.5, 0.5), description="hybrid score fusion: weights of BM25 and dense")
     variant: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"] = "lucene"
     k1: float = Field(0.9, gt=0)
     b: float = Field(0.4, ge=0, le=1)
@@ -107,8 +120,9 @@ class RetrieveConfig(StrictModel):
     depth: int = Field(100, ge=1, description="documents kept per query")
     title_field: bool = Field(True, description="index title + text (BEIR 'flat' style)")
 
-
-FIRST_STAGE_NAME = "BM25"  # the first stage's row in every table; no other system may take the name
+    @property
+    def display_name(self) -> str:
+        return self.name or {"dense": "Dense", "hybrid": "Hybrid"}.get(self.method, FIRST_STAGE_NAME)
 
 
 class ScorerSpec(StrictModel):
@@ -127,6 +141,7 @@ class ScorerSpec(StrictModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="compute precision: auto = bf16 on CUDA (fp16 where bf16 is missing), float32 on CPU")
     params: Optional[str] = Field(None, description="parameter count label for tables, e.g. 135M")
+    datasets: Optional[tuple[str, ...]] = Field(None, description="data sources it re-ranks; default every one")
 
 
 class RunSystem(StrictModel):

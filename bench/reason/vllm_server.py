@@ -30,9 +30,10 @@ def vllm_python(venv: str | os.PathLike | None = None) -> Path | None:
     return py if py.is_file() and (venv / ".installed").is_file() else None
 
 
-def server_command(python: Path, model_dir: str, name: str, port: int, max_model_len: int = 2048) -> list[str]:
+def server_command(python: Path, model_dir: str, name: str, port: int, max_model_len: int = 2048,
+                   dtype: str = "bfloat16") -> list[str]:
     return [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
-            "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port), "--dtype", "bfloat16",
+            "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype,
             "--max-model-len", str(max_model_len), "--enforce-eager"]
 
 
@@ -44,7 +45,8 @@ def server_env(cache_root: str) -> dict[str, str]:
     return env
 
 
-def start_server(model: str, name: str, port: int, log_path: Path, python: Path | None = None) -> subprocess.Popen:
+def start_server(model: str, name: str, port: int, log_path: Path, python: Path | None = None,
+                 dtype: str = "bfloat16") -> subprocess.Popen:
     """Resolve `model` (preset, dir or hub id) and start the server in its own process group."""
     from bench.errors import InputError
     from bench.models import resolve_model
@@ -55,7 +57,7 @@ def start_server(model: str, name: str, port: int, log_path: Path, python: Path 
     model_dir = resolve_model(model)
     cache = tempfile.mkdtemp(prefix="vllm-cache-")
     log = open(log_path, "w")
-    return subprocess.Popen(server_command(python, model_dir, name, port), env=server_env(cache), stdout=log,
+    return subprocess.Popen(server_command(python, model_dir, name, port, dtype=dtype), env=server_env(cache), stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True, cwd=cache)
 
 

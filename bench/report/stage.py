@@ -48,7 +48,7 @@ def check_report(pipeline) -> None:
     parse_measures([exp.report.matrix_measure], "report.matrix_measure")
     if exp.train is not None:  # trained systems are named by the train stage; checked when they exist
         return
-    known = ["BM25"] + [s.name for s in exp.rerank.systems]
+    known = sorted({"BM25", exp.retrieve.display_name}) + [s.name for s in exp.rerank.systems]
     for b in baselines_of(exp):
         if b not in known:
             field = "report.baselines" if exp.report.baselines else "evaluate.baseline"

@@ -83,7 +83,7 @@ def _check_against(exp, conditions: list[ExpectedScore], source: str) -> None:
 
     datasets = [s.name for s in exp.data]
     measures = {str(ir_measures.parse_measure(m)): m for m in exp.evaluate.measures}
-    systems = ["BM25"] + [s.name for s in exp.rerank.systems]
+    systems = sorted({"BM25", exp.retrieve.display_name}) + [s.name for s in exp.rerank.systems]
     for i, c in enumerate(conditions):
         where = f"{source}: conditions.{i}"
         if c.dataset not in datasets:

@@ -86,20 +86,41 @@ def rm_dataset(tok, pairs: list[dict], max_length: int, stats: dict | None = Non
     from bench.rerank import prompts
 
     stats = stats if stats is not None else {}
-    if kind == "cross-encoder":
+    if kind == "cross-encoder":  # [CLS] query [SEP] item [SEP], with the segment ids the scorer passes
         fitter = prompts.pair_fitter(tok, max_length)
+        rows = []
+        for p in pairs:
+            row = {}
+            for side in ("chosen", "rejected"):
+                enc = tok(*_fitted(fitter, p["query"], p[side], stats).input)
+                row[f"{side}_ids"], row[f"{side}_type_ids"] = enc["input_ids"], enc["token_type_ids"]
+            rows.append(row)
+        return Dataset.from_list(rows)
+    fitter = prompts.message_fitter(tok, max_length)
 
-        def encode(q, text):
-            pair = _fitted(fitter, q, text, stats).input
-            return tok(*pair)["input_ids"]
-    else:
-        fitter = prompts.message_fitter(tok, max_length)
-
-        def encode(q, text):
-            return tok(_fitted(fitter, q, text, stats).input, add_special_tokens=False)["input_ids"]
+    def encode(q, text):
+        return tok(_fitted(fitter, q, text, stats).input, add_special_tokens=False)["input_ids"]
 
     return Dataset.from_list([{"chosen_ids": encode(p["query"], p["chosen"]),
                                "rejected_ids": encode(p["query"], p["rejected"])} for p in pairs])
+
+
+def pair_preference_collator(pad_token_id: int):
+    """trl's preference collator plus padded segment ids (a BERT cross-encoder reads query and item
+    as segments 0 and 1, in training as in scoring)."""
+    import torch
+    from trl.trainer.reward_trainer import DataCollatorForPreference
+
+    base = DataCollatorForPreference(pad_token_id=pad_token_id)
+
+    def collate(examples):
+        batch = base([{k: e[k] for k in ("chosen_ids", "rejected_ids")} for e in examples])
+        width = batch["input_ids"].shape[1]
+        types = [e["chosen_type_ids"] for e in examples] + [e["rejected_type_ids"] for e in examples]
+        batch["token_type_ids"] = torch.tensor([t + [0] * (width - len(t)) for t in types])
+        return batch
+
+    return collate
 
 
 def rl_prompts(tok, items: list[dict], style: str, max_length: int, stats: dict | None = None) -> list[dict]:
@@ -300,8 +321,10 @@ def build_trainer(cfg: dict, out_dir: str, callback, world: int, stats: dict | N
         data = rm_dataset(tok, cfg["data"]["train_pairs"], h["max_length"], stats, cfg["scorer_kind"])
         model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1, dtype=torch.float32)
         model.config.pad_token_id = tok.pad_token_id
-        args = RewardConfig(**common, max_length=h["max_length"])
+        encoder = cfg["scorer_kind"] == "cross-encoder"
+        args = RewardConfig(**common, max_length=h["max_length"], remove_unused_columns=not encoder)
         return RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
+                             data_collator=pair_preference_collator(tok.pad_token_id) if encoder else None,
                              peft_config=_lora(cfg, "SEQ_CLS"), callbacks=[callback]), tok
     if method == "dpo":
         from trl import DPOConfig, DPOTrainer
