@@ -168,13 +168,24 @@ def explain_rows(spec, rows: list[dict], queries: dict[str, str], items: dict[st
     return results  # type: ignore[return-value]
 
 
-def worker_pids() -> list[int]:
-    """Pids of this machine's data-plane worker processes (for operators, and the fault-tolerance test)."""
+def worker_pids(root: int | None = None) -> list[int]:
+    """Pids of data-plane worker processes (process title `ray::MapWorker(MapBatches(PlaneWorker))`),
+    on this machine or among the descendants of `root` (a driver that started its own local cluster)."""
     import psutil
 
+    if root is not None:
+        try:
+            procs = psutil.Process(root).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+    else:
+        procs = list(psutil.process_iter())
     pids = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmd = " ".join(proc.info.get("cmdline") or [])
+    for proc in procs:
+        try:
+            cmd = " ".join(proc.cmdline())
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
         if "MapWorker" in cmd and "PlaneWorker" in cmd:
-            pids.append(proc.info["pid"])
+            pids.append(proc.pid)
     return sorted(pids)
