@@ -18,6 +18,7 @@ from bench.artifacts import content_hash
 from bench.config_base import StrictModel, repeated
 from bench.errors import InputError
 from bench.explain.config import ExplainConfig
+from bench.r2r.config import R2RConfig
 from bench.reason.config import ReasonConfig
 from bench.report.config import ReportConfig
 from bench.serve.config import ServeConfig
@@ -154,12 +155,50 @@ class RunSystem(StrictModel):
     params: Optional[str] = Field(None, description="parameter count label for tables, e.g. 7B")
 
 
+class ListwiseSystem(StrictModel):
+    """A listwise LLM re-ranker (RankGPT's sliding window) through one of the reason stage's backends."""
+
+    name: str = Field(description="system name in the leaderboard, e.g. RankGPT-4o")
+    kind: Literal["listwise"]
+    backend: Literal["local", "openai", "vllm"] = Field("local", description="as reason.backend")
+    model: str = Field("smollm2-135m-instruct", description="as reason.model (openai: the served name, e.g. gpt-4o)")
+    base_url: Optional[str] = Field(None, description="openai: e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str = "OPENAI_API_KEY"
+    window: int = Field(20, ge=2, description="passages per window")
+    step: int = Field(10, ge=1, description="how far the window slides (bottom to top)")
+    depth: int = Field(100, ge=2, description="first-stage candidates re-ranked per query")
+    passage_words: int = Field(100, ge=1, description="each passage is cut to its first N words in the prompt")
+    max_new_tokens: int = Field(200, ge=8)
+    temperature: float = Field(0.0, ge=0)
+    concurrency: int = Field(4, ge=1)
+    max_retries: int = Field(6, ge=0)
+    timeout_s: float = Field(120, gt=0)
+    batch_size: int = Field(4, ge=1, description="local backend: prompts generated together")
+    datasets: Optional[tuple[str, ...]] = Field(None, description="data sources it re-ranks; default every one")
+    params: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _window(self):
+        if self.step > self.window:
+            raise ValueError(f"step ({self.step}) must not exceed window ({self.window})")
+        return self
+
+    def reason_config(self):
+        from bench.reason.config import ReasonConfig
+
+        return ReasonConfig(backend=self.backend, model=self.model, base_url=self.base_url, api_key_env=self.api_key_env,
+                            max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                            concurrency=self.concurrency, max_retries=self.max_retries, timeout_s=self.timeout_s,
+                            batch_size=self.batch_size)
+
+
 def _system_kind(value) -> str:
     kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
-    return "run" if kind == "run" else "scorer"
+    return kind if kind in ("run", "listwise") else "scorer"
 
 
-SystemSpec = Annotated[Union[Annotated[ScorerSpec, Tag("scorer")], Annotated[RunSystem, Tag("run")]],
+SystemSpec = Annotated[Union[Annotated[ScorerSpec, Tag("scorer")], Annotated[RunSystem, Tag("run")],
+                             Annotated[ListwiseSystem, Tag("listwise")]],
                        Discriminator(_system_kind)]
 
 
@@ -190,6 +229,10 @@ class RerankConfig(StrictModel):
     def run_systems(self) -> list[RunSystem]:
         return [s for s in self.systems if isinstance(s, RunSystem)]
 
+    @property
+    def listwise_systems(self) -> list[ListwiseSystem]:
+        return [s for s in self.systems if isinstance(s, ListwiseSystem)]
+
 
 class EvaluateConfig(StrictModel):
     measures: list[str] = Field(default_factory=lambda: ["nDCG@5", "nDCG@10", "RR", "AP", "R@100"])
@@ -219,6 +262,8 @@ class Experiment(StrictModel):
     reason: Optional[ReasonConfig] = None
     tune: Optional[TuneConfig] = None
     serve: Optional[ServeConfig] = None
+    r2r: R2RConfig = Field(R2RConfig(), description="Reason-to-Rank: the teacher of the r2r-* training methods, "
+                                                   "their losses and the R2R tables")
     report: ReportConfig = ReportConfig()
 
     @field_validator("data")

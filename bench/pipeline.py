@@ -106,6 +106,12 @@ class Pipeline:
             from bench.train.grid import preflight as check_train
 
             check_train(self)
+            if any(m.startswith("r2r-") for m in self.exp.train.methods):
+                import ir_measures
+
+                have = {str(ir_measures.parse_measure(m)) for m in self.exp.evaluate.measures}
+                if not {"nDCG@5", "nDCG@10"} <= have:
+                    raise InputError("evaluate.measures: the R2R tables report nDCG@5 and nDCG@10; add both")
         self.check_system_names()
         if self.exp.explain is not None or self.exp.reason is not None:
             from bench.explain.steps import preflight as check_explain
@@ -231,7 +237,7 @@ class Pipeline:
 
         specs.extend(trained_system(r, self.exp.train) for r in self.train_results())
         if self.exp.tune is not None:  # the sweep's best trial (selected on valid), once a sweep has run
-            from bench.tune.sweep import tuned_systems
+            from bench.tune.best import tuned_systems
 
             specs.extend(tuned_systems(self))
         return specs
@@ -359,8 +365,98 @@ class Pipeline:
             out.append(SystemRun(SystemInfo(rs.name, kind="run", params=rs.params or ""), name, run, key))
         return out
 
+    @functools.cache
+    def listwise_runs(self, name: str) -> list[SystemRun]:
+        """Listwise LLM re-rankers (RankGPT's sliding window) of one data source: cached artifacts with the
+        run and the per-query counts (calls, tokens, cost, latency, malformed / repeated / missing ids)."""
+        from bench.reason.backends import ResponseCache, cost_usd
+        from bench.rerank.listwise import rerank_listwise
+
+        ds, first = self.dataset(name), self.first_stage(name)
+        qids = self.rerank_qids(name)
+        out = []
+        for lw in self.exp.rerank.listwise_systems:
+            if lw.datasets is not None and name not in lw.datasets:
+                continue
+            transport = {"name", "params", "datasets", "base_url", "api_key_env", "concurrency", "max_retries",
+                         "timeout_s", "batch_size"}
+            key = content_hash("listwise", STAGE_VERSIONS["rerank"], first.key, lw.model_dump(exclude=transport), qids)
+
+            def build(tmp: Path, lw=lw) -> None:
+                col = ds.collection
+                docs = {d for q in qids for d, _ in first.run.ranked(q, lw.depth)}
+                run, stats = rerank_listwise(lw, lw.reason_config(), col.queries,
+                                             {d: col.corpus[d].full_text() for d in docs}, first.run, qids,
+                                             ResponseCache(self.out_dir / "llm_cache"))
+                per_query = {q: vars(st) for q, st in stats.items()}
+                totals = {k: sum(st[k] for st in per_query.values()) for k in
+                          ("calls", "prompt_tokens", "completion_tokens", "seconds", "cached", "malformed", "repeated",
+                           "missing", "out_of_range", "failed")}
+                totals["cost_usd"] = cost_usd(lw.reason_config(), totals["prompt_tokens"], totals["completion_tokens"])
+                totals["queries"] = len(qids)
+                run.save_trec(tmp / "run.trec")
+                write_json_atomic(tmp / "listwise.json", {"totals": totals, "per_query": per_query})
+
+            with stage("rerank listwise", f"{lw.name} on {name}") as st:
+                run = self.cache.get_or_build("rerank", key, build, lambda p, lw=lw: Run.load_trec(p / "run.trec", lw.name),
+                                              label=f"{lw.name} on {name}")
+                counts = _read_json(self.cache.path("rerank", key) / "listwise.json")
+                t = counts.get("totals", {})
+                st["note"] = (f"{t.get('calls', 0)} calls ({t.get('cached', 0)} cached), malformed {t.get('malformed', 0)}, "
+                              f"repeated {t.get('repeated', 0)}, missing {t.get('missing', 0)}")
+            info = SystemInfo(lw.name, kind="listwise", params=lw.params or "", method="rankgpt")
+            out.append(SystemRun(info, name, run, key, {"listwise": counts}))
+        return out
+
+    # ---------------------------------------------------------------- R2R teacher
+    @functools.cache
+    def teacher(self, name: str) -> dict:
+        """The R2R teacher's lists of a data source: its training queries (the first `r2r.max_queries`) and
+        `r2r.reference_queries` test queries (Table 3's references). A cached artifact."""
+        from bench.r2r.teacher import as_records, teach
+        from bench.reason.backends import ResponseCache
+
+        cfg = self.exp.r2r
+        ds, first = self.dataset(name), self.first_stage(name)
+        train = ds.splits.get("train", [])[: cfg.max_queries] if cfg.max_queries else ds.splits.get("train", [])
+        reference = ds.splits.get("test", [])[: cfg.reference_queries]
+        transport = {"base_url", "api_key_env", "concurrency", "max_retries", "timeout_s", "batch_size"}
+        key = content_hash("teacher", 1, first.key, cfg.teacher.model_dump(exclude=transport), train, reference)
+
+        def build(tmp: Path) -> None:
+            col = ds.collection
+            qids = list(dict.fromkeys(train + reference))
+            docs = {d for q in qids for d, _ in first.run.ranked(q, cfg.teacher.depth)}
+            lists, summary = teach(cfg.teacher, col.queries, {d: col.corpus[d].full_text() for d in docs}, first.run,
+                                   qids, ResponseCache(self.out_dir / "llm_cache"))
+            _write_jsonl(tmp / "lists.jsonl", as_records(lists))
+            write_json_atomic(tmp / "summary.json", {**summary, "train": train, "reference": reference})
+
+        with stage("teacher", f"R2R {cfg.teacher.backend}:{cfg.teacher.model} on {name}") as st:
+            path = self.cache.get_or_build("teacher", key, build, lambda p: p, label=name,
+                                           validate=lambda p: _read_json(p / "summary.json") or _missing(p))
+            summary = _read_json(path / "summary.json")
+            st["note"] = (f"{summary['queries']} queries, {summary['reasons_ok']}/{summary['reason_prompts']} reasons, "
+                          f"{summary['fallbacks']} rankings fell back to the first stage")
+        lists = [__import__("json").loads(line) for line in (path / "lists.jsonl").read_text().splitlines() if line]
+        return {"lists": lists, "summary": summary, "train": train, "reference": reference}
+
+    def teacher_data(self, name: str) -> dict:
+        """The R2R students' training data: teacher lists of the training queries, their texts, and the
+        teacher's direct reasons on the reference test queries."""
+        t = self.teacher(name)
+        col = self.dataset(name).collection
+        train = set(t["train"])
+        lists = [tl for tl in t["lists"] if tl["qid"] in train]
+        docs = {d for tl in t["lists"] for d in tl["docids"]}
+        reference = [{"qid": tl["qid"], "docid": d, "query": tl["query"], "text": col.corpus[d].full_text(),
+                      "teacher": text} for tl in t["lists"] if tl["qid"] in set(t["reference"])
+                     for d, text in tl["direct"].items()]
+        return {"r2r_lists": lists, "r2r_texts": {d: col.corpus[d].full_text() for d in docs},
+                "r2r_reference": reference}
+
     def system_runs(self, name: str) -> list[SystemRun]:
-        runs = [self.first_stage(name), *self.run_file_systems(name)]
+        runs = [self.first_stage(name), *self.run_file_systems(name), *self.listwise_runs(name)]
         reranked = self.rerank_all()
         runs += [sr for (n, _), sr in reranked.items() if n == name]
         return runs
@@ -369,6 +465,8 @@ class Pipeline:
         systems = {self.first_stage(d.name).info.name: self.first_stage(d.name).info for d in self.datasets()}
         for rs in self.exp.rerank.run_systems:
             systems[rs.name] = SystemInfo(rs.name, kind="run", params=rs.params or "")
+        for lw in self.exp.rerank.listwise_systems:
+            systems[lw.name] = SystemInfo(lw.name, kind="listwise", params=lw.params or "", method="rankgpt")
         systems.update({info.name: info for _, info in self.system_specs()})
         return systems
 
@@ -409,6 +507,8 @@ class Pipeline:
                                    f"{len(self.first_stage(d.name).run.scores)} queries" for d in self.datasets())
         self.train_results()
         self.rerank_all()
+        for d in self.datasets():
+            self.listwise_runs(d.name)
 
     def leaderboard(self) -> Leaderboard:
         self.prepare()
@@ -422,9 +522,16 @@ class Pipeline:
         board.truncation = {}
         for (name, system), sr in self.rerank_all().items():
             board.truncation.setdefault(system, {})[name] = sr.cuts
+        for d in self.datasets():
+            for sr in self.listwise_runs(d.name):
+                board.listwise.setdefault(sr.info.name, {})[d.name] = sr.cuts["listwise"]
         from bench.report.stage import add_significance
 
         add_significance(board, per_query, self.exp)  # paired tests vs the baselines, marked in every export
+        if any(r.cell.method.startswith("r2r-") for r in self.train_results()):
+            from bench.r2r.tables import write_r2r_tables
+
+            write_r2r_tables(per_query, systems, self.train_results(), self.exp, self.out_dir, prov)
         if self.exp.explain is not None:  # faithfulness, grounding, Table 2 text columns per system
             board.extra_columns.update(self.explanations())
         with stage("report", "leaderboard exports") as st:
@@ -468,6 +575,14 @@ class Pipeline:
 
 def _missing(path: Path):
     raise RuntimeError(f"artifact {path} is missing a file")
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    import json
+
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
 def _read_json(path: Path) -> dict:

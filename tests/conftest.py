@@ -59,3 +59,56 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 900, env: dict |
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# ------------------------------------------------------------------ the project's OpenAI-compatible server
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_stats(base: str) -> dict:
+    import httpx
+
+    return httpx.get(base + "/stats", timeout=5).json()
+
+
+def set_faults(base: str, plan: list[str]) -> None:
+    import httpx
+
+    httpx.post(base + "/admin/faults", json={"plan": plan}, timeout=5).raise_for_status()
+
+
+@pytest.fixture(scope="module")
+def openai_server():
+    """`python -m bench.reason.openai_app` (SmolLM2-135M-Instruct) on 127.0.0.1, stopped by process group."""
+    import signal
+    import time
+
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.reason.openai_app", "--model", "smollm2-135m-instruct",
+                             "--host", "127.0.0.1", "--port", str(port), "--slow-s", "20"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 240
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}: {proc.stdout.read()[-2000:]}")
+            try:
+                if httpx.get(base + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                raise TimeoutError(f"server at {base} not ready")
+            time.sleep(0.5)
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from bench.evaluate.explanations import aopc, faithfulness, grounding, sigmoid, text_agreement
+from bench.evaluate.explanations import aopc, explanation_grounding, faithfulness, sigmoid, text_agreement
 
 
 def item(system, full, erasure):
@@ -27,12 +27,12 @@ def test_comprehensiveness_and_sufficiency_follow_eraser_on_the_probability_scal
     assert a.loc["A", "aopc_comprehensiveness"] == pytest.approx(f["comprehensiveness"].mean())
 
 
-def test_grounding_counts_stemmed_case_insensitive_mentions():
+def test_explanation_grounding_counts_stemmed_case_insensitive_mentions():
     top = ["Atmospheric", "measurements", "ICOS", "2018-2022", "--"]
     text = "It was selected because it reports atmospheric measuring from ICOS stations."
     # atmospheric (case), measurements~measuring (stem), ICOS: 3 of 4 checkable words ("--" has no letters)
-    assert grounding(top, text) == pytest.approx(3 / 4)
-    assert grounding(top, None) is None and grounding(["--"], "x") is None
+    assert explanation_grounding(top, text) == pytest.approx(3 / 4)
+    assert explanation_grounding(top, None) is None and explanation_grounding(["--"], "x") is None
 
 
 def test_text_agreement_is_perfect_for_identical_texts_and_lower_for_unrelated_ones():

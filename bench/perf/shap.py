@@ -5,7 +5,7 @@
 (b) `per_coalition`: shap.KernelExplainer with a model function that scores one coalition per
     call (what a naive wrapper does);
 (c) `floor`: the raw batched forward over exactly the coalitions (a) evaluated, without shap.
-Plus items/s of the Ray actor pool with 1 and 2 actors (actor start and model load included).
+Plus items/s of the data plane (Ray Data actors) with 1 and 2 actors (actor start and model load included).
 Faithfulness erasure is off in (a)-(c) so the three do the same forwards; the pool runs with it.
 
 Env: RB_PERF_SHAP_MODEL (default smollm2-135m-instruct), RB_PERF_SHAP_ITEMS (2),
@@ -42,7 +42,7 @@ def run(out_dir: Path) -> dict:
     from bench.cluster import ensure_ray
     from bench.config import RayConfig, ScorerSpec
     from bench.explain.config import ExplainConfig
-    from bench.explain.kernel_shap import CoalitionModel, explain_item, item_budget, item_tokenizer, shap_l1
+    from bench.explain.kernel_shap import CoalitionModel, explain_item, explained_input, item_tokenizer, shap_l1
     from bench.explain.stage import ExplainJob, explain_jobs, explain_spec
     from bench.explain.words import segment
     from bench.rerank.scorers import build_scorer
@@ -90,8 +90,9 @@ def run(out_dir: Path) -> dict:
         floor.append(time.perf_counter() - t0)
         cpu["floor"].append(time.process_time() - c0)
 
-        seg = segment(text, item_tokenizer(scorer), item_budget(scorer, cfg))
-        cm = CoalitionModel(scorer, QUERY, seg, "word", "delete", "_")
+        query, item, _ = explained_input(scorer, QUERY, text, cfg)
+        seg = segment(item, item_tokenizer(scorer))
+        cm = CoalitionModel(scorer, query, seg, "word", "delete", "_")
 
         def one_at_a_time(Z):
             return np.array([cm(z[None, :])[0] for z in np.atleast_2d(Z)])

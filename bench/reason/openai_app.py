@@ -7,7 +7,8 @@ It lets the reason stage's `openai` backend run offline, and lets tests exercise
 `openai` client over real HTTP with injected faults: `--faults` is a plan applied to the first
 requests in arrival order (request n gets the n-th fault; later requests are served normally):
 `429` (rate limit), `500` (server error), `timeout` (sleeps --slow-s seconds, then answers 503
-without generating: the client has given up by then), `malformed` (HTTP 200 with no choices).
+without generating: the client has given up by then), `malformed` (HTTP 200 with no choices), `reply:<text>` (HTTP 200 whose answer is exactly <text>,
+without generating: a scripted malformed answer, e.g. `reply:[2] > [2] > [1]` or prose).
 `POST /admin/faults {"plan": [...]}` sets a new plan for the requests that follow.
 `GET /stats` reports how many requests arrived and how many generations each prompt got, so a
 test can check that no explanation was generated twice. Binds to 127.0.0.1 by default.
@@ -35,8 +36,8 @@ def create_app(model: str, served_name: str | None = None, faults: list[str] | N
     from bench.reason.backends import LocalGenerator
 
     for f in faults or []:
-        if f not in FAULTS:
-            raise ValueError(f"unknown fault {f!r}; expected one of {', '.join(FAULTS)}")
+        if f not in FAULTS and not f.startswith("reply:"):
+            raise ValueError(f"unknown fault {f!r}; expected one of {', '.join(FAULTS)} or reply:<text>")
     gen = LocalGenerator(model)
     name = served_name or model
     plan = list(faults or [])
@@ -87,7 +88,7 @@ def create_app(model: str, served_name: str | None = None, faults: list[str] | N
         """Replace the fault plan; it applies to the requests that arrive from now on (tests)."""
         body = await request.json()
         new = [str(f) for f in body.get("plan", [])]
-        bad = [f for f in new if f not in FAULTS]
+        bad = [f for f in new if f not in FAULTS and not f.startswith("reply:")]
         if bad:
             return JSONResponse({"error": {"message": f"unknown fault {bad[0]!r}"}}, status_code=400)
         with lock:
@@ -107,7 +108,7 @@ def create_app(model: str, served_name: str | None = None, faults: list[str] | N
             state["requests"] += 1
             fault = plan[n] if n < len(plan) else None
             if fault:
-                state["faults"][fault] += 1
+                state["faults"][fault.split(":")[0]] += 1
         if fault == "429":
             return JSONResponse({"error": {"message": "rate limit (injected)", "type": "rate_limit_error"}},
                                 status_code=429, headers={"retry-after": "0"})
@@ -122,6 +123,12 @@ def create_app(model: str, served_name: str | None = None, faults: list[str] | N
         created = int(time.time())
         if fault == "malformed":
             return {"id": f"chatcmpl-{n}", "object": "chat.completion", "created": created, "model": name, "choices": []}
+        if fault and fault.startswith("reply:"):
+            text = fault[len("reply:"):]
+            return {"id": f"chatcmpl-{n}", "object": "chat.completion", "created": created, "model": name,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": len(text.split()),
+                              "total_tokens": 1 + len(text.split())}}
         fut = asyncio.get_running_loop().create_future()
         queue.append((messages, int(body.get("max_tokens") or body.get("max_completion_tokens") or 128),
                       float(body.get("temperature") or 0.0), fut))

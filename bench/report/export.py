@@ -211,7 +211,7 @@ def to_json_dict(board, title: str) -> dict:
             "datasets": datasets_of(board), "rows": rows, "scores": scores, "significance": sig,
             "cross_domain": [clean(m) for m in cross], "layouts": [clean(m) for m in layouts],
             "extra_columns": {col: {s: _num(v) for s, v in values.items()} for col, values in board.extra_columns.items()},
-            "truncation": board.truncation, "confidence_intervals": board.intervals}
+            "truncation": board.truncation, "confidence_intervals": board.intervals, "listwise": board.listwise}
 
 
 def validate_json(doc: dict) -> None:

@@ -39,3 +39,47 @@ def attribution_bar_chart(item: dict, path: Path, n: int | None = None) -> Path 
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
+
+
+def leaderboard_chart_svg(doc: dict) -> str:
+    """Each system's primary measure (report.ci_measure) with its bootstrap confidence interval, one panel
+    per data source, as inline SVG (matplotlib; no scripts, no CDN)."""
+    import io
+
+    intervals = doc.get("confidence_intervals") or {}
+    datasets = [d for d in doc.get("datasets", []) if any(d in v for v in intervals.values())]
+    if not datasets:
+        return ""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = [r["system"] for r in doc["rows"] if r["system"] in intervals]
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets) + 1.5, 0.32 * len(order) + 1.3),
+                             squeeze=False, sharey=True)
+    measure = ""
+    for ax, d in zip(axes[0], datasets):
+        ys, means, lows, highs = [], [], [], []
+        for y, s in enumerate(order[::-1]):
+            ci = intervals[s].get(d)
+            if not ci or ci["mean"] is None:
+                continue
+            measure = ci["measure"]
+            ys.append(y)
+            means.append(ci["mean"])
+            lows.append(ci["mean"] - (ci["low"] if ci["low"] is not None else ci["mean"]))
+            highs.append((ci["high"] if ci["high"] is not None else ci["mean"]) - ci["mean"])
+        ax.barh(ys, means, xerr=[lows, highs], color="#4c78a8", ecolor="#333333", capsize=2, height=0.6)
+        ax.set_yticks(range(len(order)), order[::-1], fontsize=8)
+        ax.set_title(d, fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.grid(axis="x", alpha=0.3)
+    conf = doc.get("report", {}).get("confidence", 0.95)
+    fig.suptitle(f"{measure}: mean over queries with its {conf:.0%} bootstrap confidence interval", fontsize=9)
+    fig.tight_layout()
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    plt.close(fig)
+    svg = buf.getvalue()
+    return svg[svg.index("<svg"):]  # drop the XML prolog: the SVG is inlined in HTML

@@ -30,6 +30,8 @@ class Leaderboard:
     truncation: dict = field(default_factory=dict)
     # system -> dataset -> {measure, mean, low, high, n}: bootstrap CI of report.ci_measure (the site's chart)
     intervals: dict = field(default_factory=dict)
+    # listwise LLM systems: system -> dataset -> {totals, per_query} (calls, tokens, cost, latency, id errors)
+    listwise: dict = field(default_factory=dict)
 
     @classmethod
     def from_per_query(cls, per_query: pd.DataFrame, systems: dict[str, SystemInfo], provenance: dict,

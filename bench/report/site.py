@@ -82,7 +82,24 @@ def _method_label(info: dict) -> str:
     return info.get("method") or info.get("kind") or "?"
 
 
-def experiment_page(doc: dict, plots: list[dict], downloads: list[dict]) -> str:
+TABLE_FILES = ("table1.json", "r2r_table1.json", "r2r_table3.json")
+
+
+def _tables(exp_dir: Path) -> list[dict]:
+    """Tables other stages wrote beside the leaderboard (Table 1, the R2R tables), as {title, columns, rows}."""
+    out = []
+    for name in TABLE_FILES:
+        path = exp_dir / name
+        if path.is_file():
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if "table" in doc:
+                out.append({"title": doc.get("title", name), "note": doc.get("legend", ""), **doc["table"]})
+    return out
+
+
+def experiment_page(doc: dict, plots: list[dict], downloads: list[dict], tables: list[dict] | None = None) -> str:
+    from bench.report.figures import leaderboard_chart_svg
+
     infos = {r["system"]: r.get("info", {}) for r in doc["rows"]}
     measures: list[str] = []
     for s in doc["scores"]:
@@ -123,7 +140,8 @@ def experiment_page(doc: dict, plots: list[dict], downloads: list[dict]) -> str:
         title=doc["title"], prov=doc["provenance"], report=doc["report"], legend=doc["report"]["legend"],
         datasets=doc["datasets"], methods=methods, measures=measures, score_rows=list(rows.values()),
         layouts=[prep(m, False) for m in doc["layouts"]], cross=[prep(m, True) for m in doc["cross_domain"]],
-        sig_rows=sig_rows, extra_columns=list(extra), extra_rows=extra_rows, plots=plots, downloads=downloads, css=_template("site.css"), js=_template("site.js"))
+        sig_rows=sig_rows, extra_columns=list(extra), extra_rows=extra_rows, plots=plots, downloads=downloads,
+        chart=leaderboard_chart_svg(doc), tables=tables or [], css=_template("site.css"), js=_template("site.js"))
 
 
 def build_site(results_root: Path, site_dir: Path) -> list[Path]:
@@ -144,7 +162,8 @@ def build_site(results_root: Path, site_dir: Path) -> list[Path]:
                 shutil.copy2(exp_dir / name, page_dir / name)
                 downloads.append({"href": name, "label": label})
         plots = _plots(exp_dir, page_dir, site)
-        pages.append(write_text_atomic(page_dir / "index.html", experiment_page(doc, plots, downloads)))
+        pages.append(write_text_atomic(page_dir / "index.html", experiment_page(doc, plots, downloads,
+                                                                                _tables(exp_dir))))
         measure = doc["report"].get("matrix_measure", "nDCG@10")
         avg: dict[str, list[float]] = {}
         for s in doc["scores"]:

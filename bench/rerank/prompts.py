@@ -5,15 +5,15 @@ KernelSHAP and serving share, so a trained cell is scored, and explained, on exa
 it was trained on.
 
 The rule (`InputFitter`): the template (instruction, chat markup, the answer cue) is never cut,
-so the relevance logit is always read at the answer position. When query + item do not fit in
-`max_length` minus the template (minus a few tokens kept free for the answer), the **item is cut
-first**, down to half of the room; only then is the **query** cut to what is left. Cuts fall on
-token boundaries of the model's own tokenizer. Every fitted pair says whether its query or item
-was cut, and the stages count those pairs.
+so the relevance logit is always read at the answer position. When the whole input does not fit
+in `max_length` (minus a few tokens kept free for the answer), the **item is cut first**, down to
+half of the room the template leaves; only then is the **query** cut to what is left. Cuts fall
+on token boundaries of the model's own tokenizer. Every fitted pair says whether its query or
+item was cut, and the stages count those pairs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 RELEVANCE_INSTRUCTION = "Is the document relevant to the query? Answer yes or no."
@@ -57,73 +57,116 @@ class FittedPair:
     item: str  # the item text inside it
     query_cut: bool
     item_cut: bool
+    # the tokenizer's encoding of `input` (input_ids, attention_mask[, token_type_ids]), reused to score
+    encoding: Any = field(default=None, compare=False, repr=False)
 
 
 def cut_to_tokens(tokenizer, text: str, n: int) -> tuple[str, bool]:
-    """`text` cut after its first `n` tokens (on the tokenizer's own boundaries); (text, was_cut)."""
+    """`text` cut to at most `n` tokens, on the tokenizer's own boundaries; (text, was_cut).
+
+    The cut falls at the end of a token's characters; where several tokens share characters (byte
+    pieces of one multi-byte character), the prefix can tokenise to more than `n`, so the cut
+    moves back until it does not.
+    """
     if n <= 0:
         return "", bool(text)
+
+    def count(t: str) -> int:
+        return len(tokenizer(t, add_special_tokens=False, verbose=False)["input_ids"])
+
     if getattr(tokenizer, "is_fast", False):
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-        offsets = enc["offset_mapping"]
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
         if len(offsets) <= n:
             return text, False
-        return text[: offsets[n - 1][1]], True
+        target = n
+        while target > 0:
+            cut = text[: offsets[target - 1][1]]
+            over = count(cut) - n
+            if over <= 0:
+                return cut, True
+            target -= over
+        return "", True
     ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
     if len(ids) <= n:
         return text, False
-    return tokenizer.decode(ids[:n]), True
+    target = n
+    while target > 0:
+        cut = tokenizer.decode(ids[:target])
+        over = count(cut) - n
+        if over <= 0:
+            return cut, True
+        target -= over
+    return "", True
 
 
 class InputFitter:
     """Fits pairs into `max_length` tokens by the rule of this module (item first, then query).
 
-    `render(query, item)` builds the model input and `length(input)` counts its tokens; the
-    template's own size is measured once from an empty pair.
+    `render(query, item)` builds the model input and `encode(input)` tokenises it as the model
+    reads it; the template's own size is measured once from an empty pair. A pair whose whole
+    input fits is taken as it is (one tokenisation, reused for scoring).
     """
 
-    def __init__(self, tokenizer, max_length: int, render: Callable[[str, str], Any], length: Callable[[Any], int],
+    def __init__(self, tokenizer, max_length: int, render: Callable[[str, str], Any], encode: Callable[[Any], Any],
                  reserve: int = 0):
-        self.tokenizer, self.render, self.length = tokenizer, render, length
+        self.tokenizer, self.render, self.encode = tokenizer, render, encode
         self.limit = max_length - reserve
-        self.template = length(render("", ""))
+        self.template = self.length(render("", ""))
         self.room = self.limit - self.template
         if self.room < 8:
             from bench.errors import InputError
 
             raise InputError(f"max_length {max_length} leaves {self.room} tokens for query and item: the prompt "
                              f"template alone takes {self.template} (+{reserve} for the answer); raise max_length")
-        self._query_tokens: dict[str, int] = {}
+        self._last_query: tuple[str, list | None] | None = None
+
+    def length(self, rendered) -> int:
+        return len(self.encode(rendered)["input_ids"])
 
     def _count(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
+    def _cut(self, text: str, n: int, offsets: list | None) -> tuple[str, bool]:
+        """A first cut at `n` tokens from known offsets (the final length check corrects any overlap)."""
+        if offsets is None:
+            return cut_to_tokens(self.tokenizer, text, n)
+        if len(offsets) <= n:
+            return text, False
+        return (text[: offsets[n - 1][1]] if n > 0 else ""), True
+
+    def _offsets(self, text: str) -> list | None:
+        if not getattr(self.tokenizer, "is_fast", False):
+            return None
+        return self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                              verbose=False)["offset_mapping"]
+
     def fit(self, query: str, item: str) -> FittedPair:
         query, item = query or "", item or ""
-        q_len = self._query_tokens.get(query)
-        if q_len is None:
-            q_len = self._query_tokens[query] = self._count(query)
-            if len(self._query_tokens) > 4096:  # re-ranking sees each query with ~100 items; keep it small
-                self._query_tokens.clear()
-        d_len = self._count(item)
-        q_text, d_text, q_cut, d_cut = query, item, False, False
-        if q_len + d_len > self.room:
-            d_keep = max(self.room - q_len, min(d_len, self.room // 2))
-            d_text, d_cut = cut_to_tokens(self.tokenizer, item, d_keep)
-            q_text, q_cut = cut_to_tokens(self.tokenizer, query, self.room - d_keep)
-        rendered = self.render(q_text, d_text)
+        rendered = self.render(query, item)
+        enc = self.encode(rendered)
+        if len(enc["input_ids"]) <= self.limit:
+            return FittedPair(rendered, query, item, False, False, enc)
+        if self._last_query is None or self._last_query[0] != query:  # re-ranking: ~100 items per query
+            self._last_query = (query, self._offsets(query))
+        q_off, d_off = self._last_query[1], self._offsets(item)
+        q_len = len(q_off) if q_off is not None else self._count(query)
+        d_len = len(d_off) if d_off is not None else self._count(item)
+        d_keep = max(self.room - q_len, min(d_len, self.room // 2))
+        d_text, d_cut = self._cut(item, d_keep, d_off)
+        q_text, q_cut = self._cut(query, self.room - d_keep, q_off)
         # Pieces tokenised apart can merge differently once joined: shrink until the whole fits.
         for _ in range(8):
-            excess = self.length(rendered) - self.limit
+            rendered = self.render(q_text, d_text)
+            enc = self.encode(rendered)
+            excess = len(enc["input_ids"]) - self.limit
             if excess <= 0:
-                return FittedPair(rendered, q_text, d_text, q_cut, d_cut)
+                return FittedPair(rendered, q_text, d_text, q_cut, d_cut, enc)
             if d_text:
                 d_text, _ = cut_to_tokens(self.tokenizer, d_text, max(0, self._count(d_text) - excess))
                 d_cut = True
             else:
                 q_text, _ = cut_to_tokens(self.tokenizer, q_text, max(0, self._count(q_text) - excess))
                 q_cut = True
-            rendered = self.render(q_text, d_text)
         raise RuntimeError(f"could not fit a pair into {self.limit} tokens")
 
     def fit_all(self, queries, items) -> list[FittedPair]:
@@ -133,15 +176,14 @@ class InputFitter:
 def relevance_fitter(tokenizer, max_length: int, style: str) -> InputFitter:
     """The relevance prompt (zero-shot, SFT, DPO, PPO, GRPO, RLOO): ends at the answer position."""
     return InputFitter(tokenizer, max_length, lambda q, d: relevance_prompt(tokenizer, q, d, style),
-                       lambda s: len(tokenizer(s, add_special_tokens=False, verbose=False)["input_ids"]), reserve=ANSWER_RESERVE)
+                       lambda s: tokenizer(s, add_special_tokens=False, verbose=False), reserve=ANSWER_RESERVE)
 
 
 def message_fitter(tokenizer, max_length: int) -> InputFitter:
     """The bare user message a reward head reads (reward modelling)."""
-    return InputFitter(tokenizer, max_length, user_message,
-                       lambda s: len(tokenizer(s, add_special_tokens=False, verbose=False)["input_ids"]))
+    return InputFitter(tokenizer, max_length, user_message, lambda s: tokenizer(s, add_special_tokens=False, verbose=False))
 
 
 def pair_fitter(tokenizer, max_length: int) -> InputFitter:
     """A cross-encoder's (query, item) pair with the tokenizer's own special tokens ([CLS] q [SEP] d [SEP])."""
-    return InputFitter(tokenizer, max_length, lambda q, d: (q, d), lambda p: len(tokenizer(*p, verbose=False)["input_ids"]))
+    return InputFitter(tokenizer, max_length, lambda q, d: (q, d), lambda p: tokenizer(*p, verbose=False))

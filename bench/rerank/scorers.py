@@ -134,7 +134,11 @@ class _HFScorer(Scorer):
         return self.fitter.fit(query, item)
 
     def score_fitted(self, pairs: Sequence[prompts.FittedPair]) -> np.ndarray:
-        enc = self.encode([p.input for p in pairs])
+        if all(p.encoding is not None for p in pairs):  # tokenised once, when fitted
+            keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in pairs[0].encoding]
+            enc = {k: [p.encoding[k] for p in pairs] for k in keys}
+        else:
+            enc = self.encode([p.input for p in pairs])
         ids = enc["input_ids"]
         order = np.argsort([len(x) for x in ids], kind="stable")
         out = np.empty(len(pairs), dtype=np.float32)

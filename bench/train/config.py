@@ -28,9 +28,22 @@ METHODS: dict[str, tuple[str, str, str, str]] = {
              "logit('yes') - logit('no'); reward +1 for the right answer, -1 for the wrong one or none"),
     "rloo": ("trl RLOOTrainer", "pointwise prompts + grades", "relevance-token",
              "logit('yes') - logit('no'); reward as GRPO"),
+    # Reason-to-Rank students (bench.r2r): the teacher's ranking (+ reasons) distilled into the same neuron
+    "r2r-pairwise": ("R2R student (transformers Trainer)", "teacher lists", "relevance-token",
+                     "logit('yes') - logit('no'); hinge on score differences of teacher-ordered pairs"),
+    "r2r-listwise": ("R2R student (transformers Trainer)", "teacher lists", "relevance-token",
+                     "logit('yes') - logit('no'); KL(teacher ranking distribution || softmax of scores)"),
+    "r2r-direct": ("R2R student (transformers Trainer)", "teacher lists + direct reasons", "relevance-token",
+                   "logit('yes') - logit('no'); pairwise + listwise + generation of direct-relevance reasons"),
+    "r2r-compare": ("R2R student (transformers Trainer)", "teacher lists + comparative reasons", "relevance-token",
+                    "logit('yes') - logit('no'); pairwise + listwise + generation of comparative reasons"),
+    "r2r-full": ("R2R student (transformers Trainer)", "teacher lists + both reasons", "relevance-token",
+                 "logit('yes') - logit('no'); pairwise + listwise + generation of both kinds of reasons"),
 }
 METHOD_ORDER = tuple(METHODS)  # table row order; RM before PPO, which needs it
-Method = Literal["sft", "rm", "dpo", "ppo", "grpo", "rloo"]
+Method = Literal["sft", "rm", "dpo", "ppo", "grpo", "rloo", "r2r-pairwise", "r2r-listwise", "r2r-direct",
+                 "r2r-compare", "r2r-full"]
+R2R_METHODS = tuple(m for m in METHODS if m.startswith("r2r-"))
 
 
 class ModelEntry(StrictModel):

@@ -129,10 +129,11 @@ def lanes_of(cells: list[Cell], n_lanes: int) -> list[list[Cell]]:
 
 
 class TrainGrid:
-    def __init__(self, pipeline):
+    def __init__(self, pipeline, cfg: TrainConfig | None = None):
+        """`cfg`: the grid to plan (default the experiment's `train:`; a sweep passes its base)."""
         self.p = pipeline
         self.exp = pipeline.exp
-        self.cfg: TrainConfig = pipeline.exp.train
+        self.cfg: TrainConfig = cfg or pipeline.exp.train
         self.root = pipeline.out_dir / "train"
         self._lock = threading.Lock()
         self._announced: dict[str, dict] = {}
@@ -156,6 +157,8 @@ class TrainGrid:
         data = {"train_items": as_records(pointwise_items(ds.collection, run, train_q, d, neg)),
                 "train_pairs": as_records(preference_pairs(ds.collection, run, train_q, d, negatives=neg)),
                 "valid_pairs": as_records(preference_pairs(ds.collection, run, valid_q, d, negatives=neg))}
+        if any(m.startswith("r2r-") for m in self.cfg.methods):
+            data.update(self.p.teacher_data(name))
         unjudged = sum(not p["rejected_judged"] for p in data["train_pairs"])
         if unjudged:
             log.info("train data %s: %d of %d training pairs use an unjudged first-stage document as the rejected "
@@ -179,9 +182,10 @@ class TrainGrid:
         cells: list[Cell] = []
         for ds_name in datasets:
             data = self._data(ds_name)
-            needs = {"train_items": "pointwise items", "train_pairs": "preference pairs"}
+            needs = {"train_items": "pointwise items", "train_pairs": "preference pairs", "r2r_lists": "teacher lists"}
             for method in self.cfg.methods:
-                src = "train_pairs" if method in ("rm", "dpo") else "train_items"
+                src = "train_pairs" if method in ("rm", "dpo") else "r2r_lists" if method.startswith("r2r-") \
+                    else "train_items"
                 if not data[src]:
                     raise InputError(f"train.methods: {method!r} has no training data: no {needs[src]} in the "
                                      f"train split of data source {ds_name!r} (check splits.train, or "
@@ -203,6 +207,11 @@ class TrainGrid:
                 c.key = self._key(c, ds_hash, by_rm[(c.entry.label, c.dataset)].key)
         return cells
 
+    def r2r_settings(self) -> dict:
+        cfg = self.exp.r2r
+        return {"margin": cfg.margin, "list_temperature": cfg.list_temperature, "reason_words": cfg.reason_words,
+                "passage_words": cfg.teacher.passage_words, "student_tokens": cfg.student_tokens}
+
     def _key(self, c: Cell, ds_hash, rm_key) -> str:
         from bench.models import model_fingerprint
         from bench.provenance import library_versions
@@ -213,7 +222,8 @@ class TrainGrid:
                             h.seed if h.seed is not None else self.exp.seed,
                             # the global batch (data-parallel workers x batch x accumulation) and the device
                             {"num_workers": s.num_workers, "use_gpu": s.use_gpu},
-                            content_hash(c.data), ds_hash, rm_key, library_versions("train"))
+                            content_hash(c.data), ds_hash, rm_key, library_versions("train"),
+                            self.r2r_settings() if c.method.startswith("r2r-") else None)
 
     # ------------------------------------------------------------------ run
     def storage_path(self) -> str:
@@ -325,6 +335,7 @@ class TrainGrid:
                    "hyper": h.model_dump(), "seed": h.seed if h.seed is not None else self.exp.seed,
                    "scorer_kind": c.scorer_kind, "score_batch_size": self.cfg.score_batch_size,
                    "use_gpu": self.cfg.scaling.use_gpu, "data": c.data,
+                   "r2r": self.r2r_settings() if c.method.startswith("r2r-") else None,
                    "deepspeed": json.loads(Path(self.cfg.deepspeed).read_text()) if self.cfg.deepspeed else None}
             if c.method == "ppo":
                 rm = next(r for r in lane + [d.cell for d in done.values()]

@@ -363,6 +363,10 @@ def build_trainer(cfg: dict, out_dir: str, callback, world: int, stats: dict | N
                        processing_class=tok, peft_config=_lora(cfg, "CAUSAL_LM"), callbacks=[callback]), tok
     if method == "ppo":
         return _ppo_trainer(cfg, common, callback, stats)
+    if method.startswith("r2r-"):
+        from bench.r2r.student import build_student
+
+        return build_student(cfg, common, callback, stats)
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -527,6 +531,11 @@ def train_cell(cfg: dict, work: Path, resume, progress: dict | None, rank: int, 
         metrics["n_valid_pairs"] = len(valid)
         metrics["stalled"] = learned_nothing(metrics)
         metrics["loss_curve"] = curve
+        if cfg["method"].startswith("r2r-"):  # the student writes its own reasons (R2R Table 3)
+            from bench.r2r.student import write_reasons
+
+            metrics["student_reasons"] = write_reasons(model, tok, cfg["data"].get("r2r_reference", []),
+                                                       cfg["r2r"]["student_tokens"], cfg["r2r"]["passage_words"])
         metrics["seconds"] = round(time.time() - started, 2)  # build + before/after scoring + training
         (final / "metrics.json").write_text(json.dumps(metrics, indent=1))
     if world > 1:

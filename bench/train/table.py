@@ -81,5 +81,7 @@ def write_table1(results: list[CellResult], out_dir: Path, provenance: dict, tit
                                                "samples", "seconds", "train_seconds", "samples_per_s", "fitting",
                                                "lane")}}
              for r in results]
-    write_json_atomic(paths["json"], {"title": title, "provenance": provenance, "cells": cells})
+    write_json_atomic(paths["json"], {"title": title, "provenance": provenance, "cells": cells,
+                                      "table": {"columns": ["method", *df.columns],
+                                                "rows": [[i, *row] for i, row in zip(df.index, df.values.tolist())]}})
     return paths

@@ -29,7 +29,7 @@ HYPER_NAMES = ("lr", "epochs", "max_steps", "lora_r", "lora_alpha", "lora_dropou
                "grad_accum", "warmup_steps")
 SPACE_NAMES = HYPER_NAMES + ("model", "method")
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
-TOPK_METRICS = ("comprehensiveness", "sufficiency", "aopc", "grounding", "random_comprehensiveness")
+TOPK_METRICS = ("comprehensiveness", "sufficiency", "aopc", "query_overlap", "random_comprehensiveness")
 
 
 def _check_distribution(name: str, dist: Any) -> dict:
@@ -74,7 +74,7 @@ class SearchConfig(StrictModel):
 
 
 class TopKConfig(StrictModel):
-    """SHAP top-k ablation: attributions once per item, faithfulness/grounding for every k."""
+    """SHAP top-k ablation: attributions once per item, faithfulness and query overlap for every k."""
 
     systems: Optional[list[str]] = Field(None, description="rerank systems (names) to explain; default all")
     ks: list[Union[int, Literal["all"]]] = Field(default_factory=lambda: [1, 3, 5, 10, 15, 20, "all"],

@@ -38,8 +38,7 @@ def reported_metrics(exp) -> list[str]:
     return [f"valid_{m}" for m in measures] + ["train_loss", "step", "training_iteration"]
 
 
-def tune_root(p) -> Path:
-    return (p.out_dir / "tune").resolve()
+from bench.tune.best import base_train, tune_root  # noqa: E402 - shared with the pipeline (best trial)
 
 
 def storage_path(p) -> str:
@@ -191,24 +190,13 @@ def validation_candidates(p, dataset: str) -> dict:
     return {"rows": rows, "qrels": {q: dict(col.qrels.get(q, {})) for q in qids}, "dataset": dataset}
 
 
-def base_train(p):
-    """The TrainConfig every trial starts from: tune.train, else the experiment's train slice."""
-    return p.exp.tune.train or p.exp.train
-
-
 def _base(p, models: list[str] | None = None) -> dict:
     """Everything a trial needs that does not vary: the base cell's data and settings."""
     from bench.models import resolve_model
-    from bench.pipeline import Pipeline
     from bench.train.grid import TrainGrid
 
     cfg = base_train(p)
-    if p.exp.train is not cfg:  # plan the base cell's data with the train stage's own code
-        q = Pipeline(p.exp.model_copy(update={"train": cfg}))
-        q.cache = p.cache
-    else:
-        q = p
-    cell = TrainGrid(q).plan()[0]
+    cell = TrainGrid(p, cfg).plan()[0]  # the base cell's data, planned by the train stage's own code
     space = p.exp.tune.space or {}
     if models is None:
         models = next(iter(space["model"].values())) if "model" in space else [cfg.models[0].model]
@@ -477,33 +465,6 @@ def write_trials(p, grid, interrupted: bool = False) -> dict | None:
     log.info("tune: best %s=%.4f with %s (%d trials, %d stopped early by the scheduler)", cfg.metric,
              summary["value"], best.config, len(rows), summary["n_stopped_early"])
     return summary
-
-
-# ---------------------------------------------------------------------- the leaderboard
-def tuned_systems(p) -> list:
-    """The best trial as a leaderboard system (kind 'tuned'), once a sweep has written best.json."""
-    from bench.config import ScorerSpec
-    from bench.models import PRESETS
-    from bench.systems import SystemInfo
-
-    best_file = tune_root(p) / "best.json"
-    if p.exp.tune is None or p.exp.tune.space is None or not best_file.is_file():
-        return []
-    best = json.loads(best_file.read_text())
-    s = dict(best["spec"])
-    model = best["config"].get("model") or base_train(p).models[0].model
-    adapter = tune_root(p) / "best" / "adapter"
-    if adapter.is_dir():
-        s.update(model=model, adapter=str(adapter))
-    else:
-        s["model"] = str(tune_root(p) / "best" / "model")
-    method = best["config"].get("method") or base_train(p).methods[0]
-    preset = PRESETS.get(model)
-    name = f"tuned-{model}-{method}"
-    spec = ScorerSpec(**{**s, "name": name, "params": preset.params if preset else None})
-    info = SystemInfo(name, kind="tuned", params=preset.params if preset else "", family=preset.family if preset else "",
-                      method=method)
-    return [(spec, info)]
 
 
 def unfinished_trials(grid) -> int:

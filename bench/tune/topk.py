@@ -9,7 +9,7 @@ with every k of the sweep in its erasure list) and reuses those attributions for
     sufficiency@k        p(full) - p(only its top-k words)                (lower = faithful)
     random_comprehensiveness@k  the same with k random words removed      (the baseline to beat)
     aopc@k               mean comprehensiveness over the sweep's k' <= k  (ERASER AOPC)
-    grounding@k          share of the top-k words that occur in the query (lexical grounding)
+    query_overlap@k      share of the top-k words that occur in the query
 
 with p = sigmoid(score) (the scorers' neuron is a log-odds). "all" = every word of the item.
 The chosen k maximises `tune.topk.criterion` (e.g. comprehensiveness - sufficiency), averaged
@@ -32,7 +32,6 @@ from bench.tune.config import TOPK_METRICS, TopKConfig, parse_criterion
 log = logging.getLogger("bench")
 
 ALL_K = 1_000_000  # stands for "every word": erasure clamps k to the item's word count
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def _systems(p) -> list:
@@ -80,29 +79,20 @@ def _jobs(p, spec) -> list[dict]:
     return jobs
 
 
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
-
-
 def item_metrics(result: dict, query: str, ks: list[int]) -> list[dict]:
     """Per-k metrics of one explained item, all from its single set of attributions."""
+    from bench.evaluate.explanations import erasure_drops, query_overlap
+
     if result.get("status") not in ("ok", "k_clamped") or not result.get("erasure"):
         return []
-    full = _sigmoid(result["full_score"])
     words, values = result["words"], np.asarray(result["word_values"])
     order = sorted(range(len(words)), key=lambda i: (-values[i], i))
-    qwords = {w.lower() for w in _WORD.findall(query)}
     rows, comps = [], []
     for k in ks:
-        e = result["erasure"][str(k)]
-        comp = float(full - _sigmoid(e["removed"]))
-        comps.append(comp)
-        top = [w for i in order[:min(k, len(words))] for w in _WORD.findall(words[i].lower())]
-        rows.append({"k": "all" if k == ALL_K else k, "comprehensiveness": comp,
-                     "sufficiency": float(full - _sigmoid(e["kept"])),
-                     "random_comprehensiveness": float(full - _sigmoid(e["random"])),
-                     "aopc": float(np.mean(comps)),
-                     "grounding": float(np.mean([w in qwords for w in top])) if top else 0.0})
+        drops = erasure_drops(result["full_score"], result["erasure"][str(k)])
+        comps.append(drops["comprehensiveness"])
+        rows.append({"k": "all" if k == ALL_K else k, **drops, "aopc": float(np.mean(comps)),
+                     "query_overlap": query_overlap([words[i] for i in order[:min(k, len(words))]], query)})
     return rows
 
 
