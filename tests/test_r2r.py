@@ -73,7 +73,13 @@ def test_the_teacher_ranks_and_explains_with_a_fallback_and_a_cache(openai_serve
     assert server_stats(openai_server)["requests"] == requests and [t.direct for t in again] == [t.direct for t in lists]
 
 
-def test_the_r2r_flow_trains_five_students_and_writes_the_r2r_tables(tmp_path, write_config, cli):
+def test_the_r2r_flow_trains_five_students_and_writes_the_r2r_tables(openai_server, tmp_path, write_config, cli):
+    """The teacher answers through the fault-injecting OpenAI-compatible server with scripted answers
+    (rankings for the 6 queries, then 42 reasons), so the flow runs in a minute; tiny students."""
+    from conftest import set_faults
+
+    set_faults(openai_server, ["reply:[2] > [1] > [4] > [3]"] * 6 +
+               [f"reply:This document reports measurements relevant to the query, reason {i}." for i in range(42)])
     variants = ["r2r-pairwise", "r2r-listwise", "r2r-direct", "r2r-compare", "r2r-full"]
     cfg = write_config({
         "name": "r2r", "seed": 3, "ray": {"num_cpus": 2},
@@ -83,7 +89,8 @@ def test_the_r2r_flow_trains_five_students_and_writes_the_r2r_tables(tmp_path, w
         "train": {"models": [{"model": "tiny-qwen2"}], "methods": variants, "max_concurrent_cells": 2,
                   "hyper": {"max_steps": 2, "batch_size": 2, "max_length": 160, "lr": 0.002, "lora_r": 4,
                             "lora_alpha": 8, "logging_steps": 1, "save_steps": 1}},
-        "r2r": {"teacher": {"backend": "local", "model": "tiny-qwen2", "depth": 4, "max_new_tokens": 12},
+        "r2r": {"teacher": {"backend": "openai", "model": "smollm2-135m-instruct", "base_url": openai_server + "/v1",
+                            "depth": 4, "max_new_tokens": 24, "concurrency": 1},
                 "reference_queries": 1, "student_tokens": 8},
     })
     out = cli("run", cfg, timeout=900)
@@ -99,3 +106,6 @@ def test_the_r2r_flow_trains_five_students_and_writes_the_r2r_tables(tmp_path, w
     t3 = json.loads((root / "r2r_table3.json").read_text())["table"]
     assert t3["columns"][:4] == ["system", "n", "BLEU", "ROUGE-L"] and len(t3["rows"]) == 5
     assert "teacher done" in out.stderr and (root / "r2r_table1.tex").is_file()
+    summary = json.loads(next((root / "teacher").glob("*/summary.json")).read_text())
+    assert summary["fallbacks"] == 0 and summary["reasons_ok"] == 42, summary
+    assert all(r[1] == 4 for r in t3["rows"])  # four reference (query, document) pairs, each student wrote a reason

@@ -82,9 +82,16 @@ class StudentTrainer:
         from transformers import Trainer
 
         objective = Combined(terms, margin, temperature)
-        model.r2r_objective = objective  # its learnable weights train with the model (not saved with the adapter)
 
         class R2RTrainer(Trainer):
+            def create_optimizer(self, *args, **kwargs):
+                """The model's optimizer plus the loss weights a, b, c (kept outside the model: DDP wraps only
+                the model; each data-parallel worker learns its own weights; not saved with the adapter)."""
+                optimizer = super().create_optimizer(*args, **kwargs)
+                if objective.weights is not None:
+                    optimizer.add_param_group({"params": list(objective.parameters()), "weight_decay": 0.0})
+                return optimizer
+
             def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
                 pad = inputs["pad_id"]
                 device = next(model.parameters()).device

@@ -61,7 +61,7 @@ def teach(cfg: TeacherConfig, queries: dict[str, str], items: dict[str, str], fi
                                  f"fallback: {why}; first-stage order kept" if why else "teacher",
                                  counts={k: getattr(st, k) for k in ("repeated", "missing", "out_of_range")}))
         if why:
-            log.warning("teacher: query %s: %s; its list keeps the first-stage order", q, why)
+            log.debug("teacher: query %s: %s; its list keeps the first-stage order", q, why)
     clip = lambda d: prompts.clip_words(items[d], cfg.passage_words)  # noqa: E731
     requests, slots = [], []
     for tl in lists:
@@ -86,6 +86,10 @@ def teach(cfg: TeacherConfig, queries: dict[str, str], items: dict[str, str], fi
             tl.direct[hi] = reply.text
         else:
             tl.compare.append({"higher": hi, "lower": lo, "text": reply.text})
+    fallbacks = [tl.qid for tl in lists if tl.ranking != "teacher"]
+    if fallbacks:
+        log.warning("teacher: %d of %d rankings fell back to the first-stage order (e.g. query %s: %s)",
+                    len(fallbacks), len(lists), fallbacks[0], next(tl.ranking for tl in lists if tl.qid == fallbacks[0]))
     fresh = [r for r in replies if not r.cached]
     rank_tokens = [sum(getattr(st, k) for st in stats.values()) for k in ("prompt_tokens", "completion_tokens")]
     prompt_tokens = sum(r.prompt_tokens for r in fresh) + rank_tokens[0]

@@ -72,11 +72,13 @@ class Leaderboard:
         """The scores (no explanation columns) as a compact table for the end of a run."""
         flat = self.flat()
         cols = ["params"] + [c for c in flat.columns if c not in ("params", "status") and c not in self.extra_columns]
-        shown = flat[cols].copy()
-        failed = [s for s in shown.index if self.systems.get(s, SystemInfo(s)).status != "ok"]
-        for s in failed:
-            shown.loc[s, cols[1:]] = "failed"
-        return shown.to_markdown(floatfmt=".4f")
+        shown = flat[cols].astype(object)
+        for s in shown.index:
+            if self.systems.get(s, SystemInfo(s)).status != "ok":
+                shown.loc[s, cols[1:]] = "failed"
+            else:
+                shown.loc[s, cols[1:]] = [f"{v:.4f}" if isinstance(v, float) else v for v in shown.loc[s, cols[1:]]]
+        return shown.to_markdown()
 
     def to_markdown(self, title: str) -> str:
         if self.significance is not None:  # marked tables, legend, BEIR/BRIGHT layouts, cross-domain matrices
