@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import sys
+import threading
 from typing import Callable
 
 from bench import __version__
@@ -64,6 +65,17 @@ def _pipeline(args):
 
 # What the running command created, so that an input error can take it back ("nothing written").
 _RUN: dict = {}
+
+
+def _stop_ray() -> None:
+    """Ctrl-C: shut down the local Ray cluster this process started, with its training workers and actors."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    except Exception:  # noqa: BLE001 - stopping is best effort; the message and exit code follow
+        pass
 
 
 def _shown(path) -> str:
@@ -232,7 +244,14 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
+        _stop_ray()
         print("rerank-bench: interrupted; finished stages are kept and a re-run resumes from them", file=sys.stderr)
+        if _RUN.get("out_dir") is not None and threading.active_count() > 1:
+            # Threads still blocked in Ray calls (a training lane's fit) would hold the exit: leave now.
+            console.close_log_file()
+            logging.shutdown()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
     except Exception:
         if console.log_file() is not None:

@@ -19,7 +19,7 @@ from bench.config_base import StrictModel, repeated
 from bench.errors import InputError
 from bench.explain.config import ExplainConfig
 from bench.r2r.config import R2RConfig
-from bench.reason.config import ReasonConfig
+from bench.reason.config import LLMEndpoint, ReasonConfig
 from bench.report.config import ReportConfig
 from bench.serve.config import ServeConfig
 from bench.train.config import TrainConfig
@@ -155,24 +155,16 @@ class RunSystem(StrictModel):
     params: Optional[str] = Field(None, description="parameter count label for tables, e.g. 7B")
 
 
-class ListwiseSystem(StrictModel):
+class ListwiseSystem(LLMEndpoint):
     """A listwise LLM re-ranker (RankGPT's sliding window) through one of the reason stage's backends."""
 
     name: str = Field(description="system name in the leaderboard, e.g. RankGPT-4o")
     kind: Literal["listwise"]
-    backend: Literal["local", "openai", "vllm"] = Field("local", description="as reason.backend")
-    model: str = Field("smollm2-135m-instruct", description="as reason.model (openai: the served name, e.g. gpt-4o)")
-    base_url: Optional[str] = Field(None, description="openai: e.g. http://127.0.0.1:8000/v1")
-    api_key_env: str = "OPENAI_API_KEY"
     window: int = Field(20, ge=2, description="passages per window")
     step: int = Field(10, ge=1, description="how far the window slides (bottom to top)")
     depth: int = Field(100, ge=2, description="first-stage candidates re-ranked per query")
     passage_words: int = Field(100, ge=1, description="each passage is cut to its first N words in the prompt")
     max_new_tokens: int = Field(200, ge=8)
-    temperature: float = Field(0.0, ge=0)
-    concurrency: int = Field(4, ge=1)
-    max_retries: int = Field(6, ge=0)
-    timeout_s: float = Field(120, gt=0)
     batch_size: int = Field(4, ge=1, description="local backend: prompts generated together")
     datasets: Optional[tuple[str, ...]] = Field(None, description="data sources it re-ranks; default every one")
     params: Optional[str] = None
@@ -182,14 +174,6 @@ class ListwiseSystem(StrictModel):
         if self.step > self.window:
             raise ValueError(f"step ({self.step}) must not exceed window ({self.window})")
         return self
-
-    def reason_config(self):
-        from bench.reason.config import ReasonConfig
-
-        return ReasonConfig(backend=self.backend, model=self.model, base_url=self.base_url, api_key_env=self.api_key_env,
-                            max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-                            concurrency=self.concurrency, max_retries=self.max_retries, timeout_s=self.timeout_s,
-                            batch_size=self.batch_size)
 
 
 def _system_kind(value) -> str:

@@ -116,7 +116,7 @@ class Pipeline:
         if self.exp.explain is not None or self.exp.reason is not None:
             from bench.explain.steps import preflight as check_explain
 
-            check_explain(self)
+            check_explain(self.exp)
 
     def check_system_names(self) -> None:
         """Every row of a leaderboard is one system: names may not repeat, nor take the first stage's."""
@@ -378,8 +378,7 @@ class Pipeline:
         for lw in self.exp.rerank.listwise_systems:
             if lw.datasets is not None and name not in lw.datasets:
                 continue
-            transport = {"name", "params", "datasets", "base_url", "api_key_env", "concurrency", "max_retries",
-                         "timeout_s", "batch_size"}
+            transport = {"name", "params", "datasets", *lw.TRANSPORT}
             key = content_hash("listwise", STAGE_VERSIONS["rerank"], first.key, lw.model_dump(exclude=transport), qids)
 
             def build(tmp: Path, lw=lw) -> None:
@@ -420,8 +419,8 @@ class Pipeline:
         ds, first = self.dataset(name), self.first_stage(name)
         train = ds.splits.get("train", [])[: cfg.max_queries] if cfg.max_queries else ds.splits.get("train", [])
         reference = ds.splits.get("test", [])[: cfg.reference_queries]
-        transport = {"base_url", "api_key_env", "concurrency", "max_retries", "timeout_s", "batch_size"}
-        key = content_hash("teacher", 1, first.key, cfg.teacher.model_dump(exclude=transport), train, reference)
+        key = content_hash("teacher", 1, first.key, cfg.teacher.model_dump(exclude=set(cfg.teacher.TRANSPORT)), train,
+                           reference)
 
         def build(tmp: Path) -> None:
             col = ds.collection
@@ -545,24 +544,63 @@ class Pipeline:
         return board
 
     # ---------------------------------------------------------------- explain / reason
-    def explain(self, name: str, spec: ScorerSpec, info: SystemInfo) -> list[dict]:
-        """KernelSHAP attributions of a system's top items (cached artifact; see bench.explain.steps)."""
-        from bench.explain.steps import explain_system
+    def explained_systems(self) -> list[tuple[ScorerSpec, SystemInfo]]:
+        from bench.explain.steps import selected_systems
 
-        return explain_system(self, name, spec, info)[0]
+        return selected_systems(self.system_specs(), self.exp.explain, [s.name for s in self.exp.rerank.systems])
 
-    def reason(self, name: str, spec: ScorerSpec, info: SystemInfo) -> tuple[list[dict], dict]:
-        """LLM explanations with and without attributions, plus usage and cost."""
-        from bench.explain.steps import reason_system
-
-        return reason_system(self, name, spec, info)[:2]
+    def explain_qids(self, name: str) -> list[str]:
+        cfg = self.exp.explain
+        return self.rerank_qids(name)[: cfg.max_queries] if cfg.max_queries else self.rerank_qids(name)
 
     @functools.cache
-    def explanations(self) -> dict[str, dict[str, float]]:
-        """explain -> reason -> explanation metrics for every explained system; leaderboard columns."""
-        from bench.explain.steps import explanation_columns
+    def explain(self, name: str, system: str):
+        """KernelSHAP attributions of one system's top items on one data source (ExplainArtifact)."""
+        from bench.explain.steps import explain_stage
 
-        return explanation_columns(self)
+        spec, info = next((s, i) for s, i in self.explained_systems() if s.name == system)
+        cfg = self.exp.explain
+        return explain_stage(self.cache, self.rerank(name, spec, info), self.dataset(name).collection,
+                             self.explain_qids(name), spec, cfg, self.exp.seed if cfg.seed is None else cfg.seed,
+                             self.exp.ray)
+
+    @functools.cache
+    def reason(self, name: str, system: str):
+        """LLM explanations with and without attributions, with usage and cost (ReasonArtifact)."""
+        from bench.explain.steps import reason_stage
+
+        cfg = self.exp.reason
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.out_dir / "llm_cache"
+        return reason_stage(self.cache, self.explain(name, system), cfg, cache_dir, f"{system} on {name}")
+
+    @functools.cache
+    def explanations(self, reason: bool = True) -> dict[str, dict[str, float]]:
+        """explain -> (reason) -> explanation metrics -> outputs; the leaderboard's extra columns."""
+        from bench.explain.steps import leaderboard_columns, metrics_stage, write_explanation_outputs
+
+        pairs = [(d.name, s.name) for d in self.datasets() for s, _ in self.explained_systems()]
+        with stage("explain", "KernelSHAP attributions") as st:
+            explained = [self.explain(n, s) for n, s in pairs]
+            items = [it for a in explained for it in a.items]
+            st["note"] = f"{len(items)} items, {sum(it.get('status') in ('ok', 'k_clamped') for it in items)} explained"
+        keys, usage = [a.key for a in explained], {}
+        if reason and self.exp.reason is not None:
+            with stage("reason", f"{self.exp.reason.backend}:{self.exp.reason.model}") as st:
+                reasoned = {(n, s): self.reason(n, s) for n, s in pairs}
+                items = [it for a in reasoned.values() for it in a.items]
+                keys = [a.key for a in reasoned.values()]
+                usage = {f"{s} on {n}": a.summary for (n, s), a in reasoned.items()}
+                st["note"] = (f"{sum(u['prompts'] for u in usage.values())} prompts, "
+                              f"{sum(u['ok'] for u in usage.values())} ok, "
+                              f"{sum(u['cached'] for u in usage.values())} cached")
+        runs = {d.name: {sr.info.name: sr.run for sr in self.system_runs(d.name) if sr.run is not None}
+                for d in self.datasets()}
+        keys += [sr.key for d in self.datasets() for sr in self.system_runs(d.name)]
+        with stage("evaluate explanations", "faithfulness, grounding, text agreement"):
+            metrics = metrics_stage(self.cache, items, keys, runs, {d.name: d.collection for d in self.datasets()},
+                                    {d.name: self.rerank_qids(d.name) for d in self.datasets()})
+        write_explanation_outputs(self.out_dir, items, metrics, usage, f"Explanations: {self.exp.name}")
+        return leaderboard_columns(metrics, self.exp.explain.k, self.exp.explain.ks)
 
     def summary(self) -> str:
         # Distinct artifacts: a stage asked for twice in one run is not "reused from cache".

@@ -44,11 +44,15 @@ def _write_demo_experiment(results: Path) -> Path:
     exp = Experiment.model_validate({"name": "demo-site", "data": [{"name": "demo-a", "loader": "demo"},
                                                                    {"name": "demo-b", "loader": "demo"}],
                                      "report": {"bootstrap_resamples": 100}})
-    board = Leaderboard.from_per_query(pq, systems, stamp(exp.hash(), exp.seed))
+    board = Leaderboard.from_per_query(pq, systems, stamp(exp.hash(), exp.seed), measures=["nDCG@10", "RR(rel=5)"])
     add_significance(board, pq, exp)
     board.extra_columns["faithfulness"] = {"bm25-k1.5": 0.25}  # a per-system column as the explain stage adds
     out = results / exp.name
     board.write(out, "Leaderboard: demo-site")
+    import json
+
+    (out / "table1.json").write_text(json.dumps({"title": "Table 1: demo-site", "table": {
+        "columns": ["method", "LLaMA-tiny"], "rows": [["sft", "0.693 / 0.412 → 0.554"]]}}))
     pq.to_csv(out / "per_query.csv", index=False)
     import matplotlib
 
@@ -94,6 +98,12 @@ def test_site_files_are_self_contained(site):
     assert "<script src" not in page and '<link rel="stylesheet"' not in page
     assert (site / "bm25-only" / "index.html").is_file()
     assert '<table id="extra"' in page and "faithfulness" in page and "0.2500" in page
+    # the leaderboard as a chart (inline SVG: each system's nDCG@10 with its bootstrap interval) and Table 1
+    assert '<figure class="chart"' in page and "<svg" in page and "bootstrap confidence interval" in page
+    assert "Table 1: demo-site" in page and "0.693 / 0.412 → 0.554" in page
+    # measures in the order the config gives them (nDCG@10 first), not alphabetically
+    head = page[page.index('<table id="scores"'):]
+    assert head.index(">nDCG@10<") < head.index(">RR(rel=5)<")
 
 
 def test_page_sorts_filters_and_renders_plots_in_headless_chromium(site):
@@ -137,6 +147,9 @@ def test_page_sorts_filters_and_renders_plots_in_headless_chromium(site):
             assert page.locator("#row-count").inner_text() == "1 rows"
             page.select_option("#filter-dataset", "")
             page.select_option("#filter-method", "")
+
+            chart = page.locator("#chart svg")
+            assert chart.count() == 1 and chart.bounding_box()["height"] > 50
 
             imgs = page.locator("img")
             assert imgs.count() == 1

@@ -80,6 +80,7 @@ class LoopbackCluster:
 
     def start(self, workers: int = 1, timeout: float = 180) -> "LoopbackCluster":
         (client_port,) = free_ports(1)
+        self.client = f"ray://127.0.0.1:{client_port}"
         self._start("head", ["--head", f"--port={self.gcs_port}", "--node-ip-address=127.0.0.1",
                              "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                              f"--ray-client-server-port={client_port}"],
@@ -164,7 +165,7 @@ def test_submit_quickstart_to_a_two_node_cluster_and_fetch_the_leaderboard(clust
     fetch = tmp_path / "fetched"
     remote = tmp_path / "head-results"
     r = run_cli("submit", "configs/quickstart.yaml", "--address", cluster.dashboard, "--fetch", fetch,
-                "--remote-results", remote,
+                "--remote-results", remote, "--ray-address", cluster.client,
                 # small enough for 2 cores: zero-shot only (no training grid / SHAP / LLM reasons),
                 # a tiny model in 2 actors (one per node), 12 queries
                 "--set", "train=null", "--set", "explain=null", "--set", "reason=null",
@@ -180,8 +181,9 @@ def test_submit_quickstart_to_a_two_node_cluster_and_fetch_the_leaderboard(clust
     assert "BM25" in text and "smollm2-135m-zeroshot" in text
     for name in ("leaderboard.csv", "leaderboard.json", "config.resolved.json", "per_query.csv"):
         assert (fetch / "quickstart" / name).is_file(), name
-    # the fetched copy is the head node's results, byte for byte
+    # the fetched copy is the head node's results, byte for byte, brought through the object store
     assert text == (remote / "quickstart" / "leaderboard.md").read_text()
+    assert "through the object store" in r.stderr
 
 
 def test_submit_rejects_bad_input_before_sending(tmp_path, write_config):

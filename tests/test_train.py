@@ -184,3 +184,31 @@ def test_bad_grid_input_is_one_line_and_exit_2_before_training(tmp_path, write_c
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], out.stderr
     assert not (tmp_path / "results" / "bad" / "train").exists(), "nothing may be trained or written"
+
+
+def test_ctrl_c_during_the_grid_stops_its_workers_and_exits_130(tmp_path, write_config):
+    """SIGINT (Ctrl-C) while a lane trains: the driver shuts its Ray cluster down, exits 130 at once,
+    and no training worker is left running (before, the lane's thread kept the process alive)."""
+    import psutil
+
+    tree = grid_config(tmp_path, ["sft", "rm"], name="ctrlc")
+    tree["train"]["hyper"].update(max_steps=400, save_steps=100)
+    path = write_config(tree)
+    log = tmp_path / "run.log"
+    proc = start_cli("run", path, log=log)
+    try:
+        wait_for(lambda: "state=running" in log.read_text(), 600, "a cell to start", proc, log)
+        time.sleep(3)
+        family = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        assert any("RayTrainWorker" in " ".join(psutil.Process(p).cmdline()) for p in family if psutil.pid_exists(p))
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=90) == 130, log.read_text()[-3000:]
+        assert "interrupted; finished stages are kept" in log.read_text()
+        deadline = time.time() + 60
+        while time.time() < deadline and any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+                                             for p in family):
+            time.sleep(1)
+        alive = [p for p in family if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+        assert not alive, [" ".join(psutil.Process(p).cmdline())[:80] for p in alive]
+    finally:
+        kill_group(proc)

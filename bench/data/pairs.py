@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TypedDict
 
 from bench.data.collection import Collection, Run
 
@@ -107,3 +108,14 @@ def preference_pairs(col: Collection, first_stage: Run, qids: list[str], depth: 
 
 def as_records(items) -> list[dict]:
     return [asdict(x) for x in items]
+
+
+class TrainingData(TypedDict, total=False):
+    """A training cell's data, as it travels to its Ray Train worker (records of the dataclasses above)."""
+
+    train_items: list[dict]  # PointwiseItem records of the train split (SFT, PPO, GRPO, RLOO)
+    train_pairs: list[dict]  # PreferencePair records of the train split (RM, DPO)
+    valid_pairs: list[dict]  # PreferencePair records of the valid split: held-out pairwise accuracy
+    r2r_lists: list[dict]  # bench.r2r.teacher.TeacherList records (R2R students)
+    r2r_texts: dict[str, str]  # docid -> text of the documents in those lists
+    r2r_reference: list[dict]  # {qid, docid, query, text, teacher}: R2R Table 3's references

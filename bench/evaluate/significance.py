@@ -89,19 +89,6 @@ def cohens_d_paired(a: Sequence[float], b: Sequence[float]) -> float:
     return float(diff.mean() / sd)
 
 
-def bootstrap_ci(a: Sequence[float], b: Sequence[float], seed: int, n_resamples: int = 1000,
-                 confidence: float = 0.95) -> tuple[float, float]:
-    """Seeded percentile bootstrap CI of the mean paired difference (scipy.stats.bootstrap)."""
-    diff = np.asarray(a, float) - np.asarray(b, float)
-    if len(diff) < 2 or n_resamples <= 0:
-        return float("nan"), float("nan")
-    if np.allclose(diff, diff[0]):
-        return float(diff[0]), float(diff[0])
-    res = stats.bootstrap((diff,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
-                          method="percentile", random_state=np.random.default_rng(seed))
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
 def mean_ci(values: Sequence[float], seed: int, n_resamples: int = 1000,
             confidence: float = 0.95) -> tuple[float, float]:
     """Seeded percentile bootstrap CI of a mean over queries (scipy.stats.bootstrap)."""
@@ -113,6 +100,12 @@ def mean_ci(values: Sequence[float], seed: int, n_resamples: int = 1000,
     res = stats.bootstrap((x,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
                           method="percentile", random_state=np.random.default_rng(seed))
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def bootstrap_ci(a: Sequence[float], b: Sequence[float], seed: int, n_resamples: int = 1000,
+                 confidence: float = 0.95) -> tuple[float, float]:
+    """Seeded percentile bootstrap CI of the mean paired difference a - b."""
+    return mean_ci(np.asarray(a, float) - np.asarray(b, float), seed, n_resamples, confidence)
 
 
 def system_intervals(per_query: pd.DataFrame, measure: str, seed: int, n_resamples: int = 1000,

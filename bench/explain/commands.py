@@ -16,25 +16,22 @@ def _stage(args, with_reason: bool) -> int:
         raise InputError(f"{args.config}: explain: section missing; add one (e.g. 'explain: {{top_items: 1}}')")
     if with_reason and p.exp.reason is None:
         raise InputError(f"{args.config}: reason: section missing; add one (e.g. 'reason: {{backend: local}}')")
-    from bench.explain.steps import explained_systems
-
     for ds in p.datasets():
-        for spec, info in explained_systems(p):
+        for spec, info in p.explained_systems():
             if with_reason:
-                items, summary = p.reason(ds.name, spec, info)
+                artifact = p.reason(ds.name, spec.name)
+                items, summary = artifact.items, artifact.summary
                 print(f"{ds.name}: {spec.name}: {summary['ok']}/{summary['prompts']} explanations "
                       f"({summary['cached']} cached), {summary['prompt_tokens']}+{summary['completion_tokens']} tokens, "
                       f"cost {summary['cost_usd']} USD")
             else:
-                items = p.explain(ds.name, spec, info)
+                items = p.explain(ds.name, spec.name).items
                 ok = sum(it["status"] in ("ok", "k_clamped") for it in items)
                 print(f"{ds.name}: {spec.name}: {ok}/{len(items)} items explained")
             for it in items:
                 if it["status"] not in ("ok",):
                     print(f"  {it['qid']}/{it['docid']}: {it['status']}: {it.get('message', '')}")
-    from bench.explain.steps import explanation_columns
-
-    cols = p.explanations() if with_reason else explanation_columns(p, reason=False)
+    cols = p.explanations(reason=with_reason)
     print(f"outputs: {p.out_dir / 'explanations'}, {p.out_dir / 'figures'}, {p.out_dir / 'table3.md'}, "
           f"{p.out_dir / 'explanations.json'}")
     for col, values in cols.items():

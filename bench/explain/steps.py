@@ -1,6 +1,5 @@
-"""The explain -> reason -> explanation-evaluate stages as cached pipeline artifacts.
-
-`Pipeline.explain / reason / explanations` delegate here. Artifacts:
+"""The explain -> reason -> explanation-evaluate stages: functions from typed input artifacts to typed
+output artifacts (`bench.explain.artifacts`), each cached; `Pipeline.explanations` wires them. Artifacts:
 - `explain/<key>/items.jsonl`: per item tokens, words, values, top-k, erasure scores;
 - `reason/<key>/items.jsonl` + `summary.json`: the items with both explanations, usage, cost;
 - `explanations/<key>/metrics.json`: faithfulness, AOPC, grounding, agreement, Table 2 text columns.
@@ -21,7 +20,9 @@ from pathlib import Path
 
 from bench.artifacts import content_hash, write_json_atomic
 from bench.errors import InputError
+from bench.explain.artifacts import ExplainArtifact, ReasonArtifact
 from bench.provenance import library_versions
+from bench.systems import SystemRun
 
 log = logging.getLogger("bench")
 
@@ -43,31 +44,30 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
-def explained_systems(p) -> list:
-    """(spec, info) of the systems to explain; unknown names are an input error."""
-    cfg = p.exp.explain
-    specs = [(s, i) for s, i in p.system_specs() if i.status == "ok"]
+def selected_systems(specs: list, cfg, configured: list[str]) -> list:
+    """(spec, info) of the systems to explain; an unknown name is an input error."""
+    specs = [(s, i) for s, i in specs if i.status == "ok"]
     if cfg.systems is None:
         return specs
-    known = {s.name for s, _ in specs} | {s.name for s in p.exp.rerank.systems}
+    known = {s.name for s, _ in specs} | set(configured)
     unknown = [n for n in cfg.systems if n not in known]
     if unknown:
         raise InputError(f"explain.systems: no re-rank system named {unknown[0]!r}; expected one of {sorted(known)}")
     return [(s, i) for s, i in specs if s.name in cfg.systems]
 
 
-def preflight(p) -> None:
+def preflight(exp) -> None:
     """Checks that need no work: system names, the reason backend's key and extras."""
-    if p.exp.explain is None:
-        if p.exp.reason is not None:
+    if exp.explain is None:
+        if exp.reason is not None:
             raise InputError("reason: needs the explain stage (add an 'explain:' section)")
         return
-    if p.exp.explain.systems is not None:
-        known = {s.name for s in p.exp.rerank.systems}
-        unknown = [n for n in p.exp.explain.systems if n not in known]
-        if unknown and p.exp.train is None:  # trained cells get their names later
+    if exp.explain.systems is not None:
+        known = {s.name for s in exp.rerank.scorers}
+        unknown = [n for n in exp.explain.systems if n not in known]
+        if unknown and exp.train is None:  # trained cells get their names later
             raise InputError(f"explain.systems: no re-rank system named {unknown[0]!r}; expected one of {sorted(known)}")
-    r = p.exp.reason
+    r = exp.reason
     if r is not None and r.backend == "openai" and not r.base_url and not os.environ.get("OPENAI_BASE_URL") \
             and not os.environ.get(r.api_key_env):
         raise InputError(f"reason.api_key_env: environment variable {r.api_key_env} is not set; the openai backend "
@@ -79,145 +79,88 @@ def preflight(p) -> None:
             raise InputError('reason.backend: vllm is not installed; pip install "rerank-bench[vllm]" on GPU nodes')
 
 
-def explain_system(p, name: str, spec, info) -> tuple[list[dict], str]:
+def explain_stage(cache, ranking: SystemRun, collection, qids: list[str], spec, cfg, seed: int,
+                  ray_cfg) -> ExplainArtifact:
+    """KernelSHAP attributions of a system's top `cfg.top_items` items per query (ranking -> attributions)."""
     from bench.explain.stage import ExplainJob
 
-    cfg = p.exp.explain
-    ds = p.dataset(name)
-    sr = p.rerank(name, spec, info)
-    qids = p.rerank_qids(name)[: cfg.max_queries] if cfg.max_queries else p.rerank_qids(name)
-    seed = p.exp.seed if cfg.seed is None else cfg.seed
-    key = content_hash("explain", VERSIONS["explain"], sr.key, ds.key, cfg.model_dump(exclude=EXPLAIN_RESOURCES),
-                       seed, qids, library_versions("explain"))
+    key = content_hash("explain", VERSIONS["explain"], ranking.key, cfg.model_dump(exclude=EXPLAIN_RESOURCES), seed,
+                       qids, library_versions("explain"))
 
     def build(tmp: Path) -> None:
         from bench.cluster import ensure_ray
         from bench.explain.stage import explain_jobs
 
-        col = ds.collection
         jobs = []
         for qid in qids:
-            for rank, (docid, score) in enumerate(sr.run.ranked(qid, cfg.top_items), start=1):
-                doc = col.corpus[docid]
-                jobs.append(ExplainJob(spec.name, name, qid, docid, rank, float(score), col.queries[qid],
-                                       doc.full_text(), doc.url, doc.title))
-        ensure_ray(p.exp.ray)
+            for rank, (docid, score) in enumerate(ranking.run.ranked(qid, cfg.top_items), start=1):
+                doc = collection.corpus[docid]
+                jobs.append(ExplainJob(spec.name, ranking.dataset, qid, docid, rank, float(score),
+                                       collection.queries[qid], doc.full_text(), doc.url, doc.title))
+        ensure_ray(ray_cfg)
         _write_jsonl(tmp / "items.jsonl", explain_jobs(spec, cfg, jobs, seed))
 
-    items = p.cache.get_or_build("explain", key, build, lambda d: _read_jsonl(d / "items.jsonl"),
-                                 label=f"{spec.name} on {name}")
-    return items, key
+    items = cache.get_or_build("explain", key, build, lambda d: _read_jsonl(d / "items.jsonl"),
+                               label=f"{spec.name} on {ranking.dataset}")
+    return ExplainArtifact(key, items)
 
 
-def reason_system(p, name: str, spec, info) -> tuple[list[dict], dict, str]:
+def reason_stage(cache, explained: ExplainArtifact, cfg, cache_dir: Path, label: str) -> ReasonArtifact:
+    """LLM explanations of explained items, with and without their attributions (+ usage and cost).
+
+    The artifact is reused only when every prompt succeeded; otherwise the stage runs again and
+    the response cache answers every prompt that already succeeded."""
     from bench.reason.stage import reason_items
 
-    memo = p.__dict__.setdefault("_reason_memo", {})  # once per process, even if asked twice
-    if (name, spec.name) in memo:
-        return memo[(name, spec.name)]
-    cfg = p.exp.reason
-    items, explain_key = explain_system(p, name, spec, info)
-    key = content_hash("reason", VERSIONS["reason"], explain_key, cfg.model_dump(exclude=REASON_TRANSPORT))
-    path = p.cache.path("reason", key)
-    if p.cache.is_done("reason", key):
+    key = content_hash("reason", VERSIONS["reason"], explained.key, cfg.model_dump(exclude=REASON_TRANSPORT))
+    path = cache.path("reason", key)
+    if cache.is_done("reason", key):
         summary = json.loads((path / "summary.json").read_text())
         if summary.get("failed"):
-            log.info("reason %s on %s: %s failed prompts last time; retrying them (the rest come from the "
-                     "response cache)", spec.name, name, summary["failed"])
+            log.info("reason %s: %s failed prompts last time; retrying them (the rest come from the response "
+                     "cache)", label, summary["failed"])
             shutil.rmtree(path)
-    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else p.out_dir / "llm_cache"
 
     def build(tmp: Path) -> None:
-        out, summary = reason_items(items, cfg, cache_dir)
+        out, summary = reason_items(explained.items, cfg, cache_dir)
         _write_jsonl(tmp / "items.jsonl", out)
         write_json_atomic(tmp / "summary.json", summary)
 
     def load(d: Path):
         return _read_jsonl(d / "items.jsonl"), json.loads((d / "summary.json").read_text())
 
-    out, summary = p.cache.get_or_build("reason", key, build, load, label=f"{spec.name} on {name}")
-    memo[(name, spec.name)] = (out, summary, key)
-    return out, summary, key
+    items, summary = cache.get_or_build("reason", key, build, load, label=label)
+    return ReasonArtifact(key, items, summary)
 
 
-def explain_all(p) -> tuple[list[dict], list[str]]:
-    """KernelSHAP attributions of every explained system's top items, on every data source."""
-    from bench.console import stage
-
-    items, keys = [], []
-    with stage("explain", "KernelSHAP attributions") as st:
-        for ds in p.datasets():
-            for spec, info in explained_systems(p):
-                its, key = explain_system(p, ds.name, spec, info)
-                items += its
-                keys.append(key)
-        st["note"] = f"{len(items)} items, {sum(it.get('status') in ('ok', 'k_clamped') for it in items)} explained"
-    return items, keys
-
-
-def reason_all(p) -> tuple[list[dict], list[str], dict]:
-    """LLM explanations (with / without attributions) of every explained item; usage per system."""
-    from bench.console import stage
-
-    items, keys, usage = [], [], {}
-    with stage("reason", f"{p.exp.reason.backend}:{p.exp.reason.model}") as st:
-        for ds in p.datasets():
-            for spec, info in explained_systems(p):
-                its, summary, key = reason_system(p, ds.name, spec, info)
-                usage[f"{spec.name} on {ds.name}"] = summary
-                items += its
-                keys.append(key)
-        st["note"] = (f"{sum(u['prompts'] for u in usage.values())} prompts, "
-                      f"{sum(u['ok'] for u in usage.values())} ok, {sum(u['cached'] for u in usage.values())} cached")
-    return items, keys, usage
-
-
-def evaluate_explanations(p, items: list[dict], keys: list[str]) -> dict:
-    """Faithfulness, grounding, agreement and the Table 2 text columns (a cached artifact)."""
-    from bench.console import stage
+def metrics_stage(cache, items: list, keys: list[str], runs: dict, collections: dict, qids: dict) -> dict:
+    """Faithfulness, grounding, agreement and the Table 2 text columns of explained items (a cached
+    artifact). `runs`: dataset -> system -> Run (with their keys in `keys`), `qids`: dataset -> queries."""
     from bench.evaluate.explanations import explanation_metrics, table2_text
 
-    runs = {ds.name: {sr.info.name: sr.run for sr in p.system_runs(ds.name) if sr.run is not None} for ds in p.datasets()}
-    run_keys = [sr.key for d in p.datasets() for sr in p.system_runs(d.name)]
-    key = content_hash("explanations", VERSIONS["explanations"], keys, run_keys,
-                       {d.name: p.rerank_qids(d.name) for d in p.datasets()})
+    key = content_hash("explanations", VERSIONS["explanations"], keys, qids)
 
     def build(tmp: Path) -> None:
         metrics = explanation_metrics(items)
-        table2 = {}
-        for ds in p.datasets():
-            df = table2_text(ds.collection, runs[ds.name], p.rerank_qids(ds.name))
-            table2[ds.name] = df.to_dict(orient="records")
+        table2 = {name: table2_text(collections[name], runs[name], qids[name]).to_dict(orient="records")
+                  for name in runs}
         write_json_atomic(tmp / "metrics.json", {**metrics, "table2_text": table2})
 
-    with stage("evaluate explanations", "faithfulness, grounding, text agreement"):
-        return p.cache.get_or_build("explanations", key, build, lambda d: json.loads((d / "metrics.json").read_text()),
-                                    label="faithfulness, grounding, text agreement")
+    return cache.get_or_build("explanations", key, build, lambda d: json.loads((d / "metrics.json").read_text()),
+                              label="faithfulness, grounding, text agreement")
 
 
-def write_explanation_outputs(p, items: list[dict], metrics: dict, usage: dict) -> None:
+def write_explanation_outputs(out: Path, items: list, metrics: dict, usage: dict, title: str) -> None:
     """The user-facing copies: per-item JSON, Fig. 4 bar charts, Table 3 examples, explanations.json."""
     from bench.report.examples import write_examples
     from bench.report.figures import attribution_bar_chart, item_slug
 
-    out = p.out_dir
     for it in items:
         slug = item_slug(it)
         write_json_atomic(out / "explanations" / it["system"] / f"{slug}.json", it)
         attribution_bar_chart(it, out / "figures" / f"{slug}.png")
-    write_examples(items, out / "table3.md", f"Explanations: {p.exp.name}")
+    write_examples(items, out / "table3.md", title)
     write_json_atomic(out / "explanations.json", {**metrics, "reason_usage": usage})
-
-
-def explanation_columns(p, reason: bool = True) -> dict[str, dict[str, float]]:
-    """explain -> (reason) -> evaluate -> outputs; returns the leaderboard's extra columns (system -> value)."""
-    items, keys = explain_all(p)
-    usage: dict = {}
-    if reason and p.exp.reason is not None:
-        items, keys, usage = reason_all(p)
-    metrics = evaluate_explanations(p, items, keys)
-    write_explanation_outputs(p, items, metrics, usage)
-    return leaderboard_columns(metrics, p.exp.explain.k, p.exp.explain.ks)
 
 
 def leaderboard_columns(metrics: dict, k: int, ks: list[int]) -> dict[str, dict[str, float]]:

@@ -1,11 +1,12 @@
 """Config slice of the R2R flow (`r2r:`): the teacher, the student's objectives, the tables (pydantic only)."""
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Optional
 
 from pydantic import Field
 
 from bench.config_base import StrictModel
+from bench.reason.config import LLMEndpoint
 
 # R2R student variants: name -> (loss terms, reasons distilled by the generation loss)
 VARIANTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -20,21 +21,12 @@ VARIANT_LABELS = {"r2r-pairwise": "w/o reasoning (pairwise loss)", "r2r-listwise
                   "r2r-full": "w/ both reasonings"}
 
 
-class TeacherConfig(StrictModel):
+class TeacherConfig(LLMEndpoint):
     """The teacher LLM: one of the reason stage's backends (GPT-4o through `openai`, `vllm`, `local`)."""
 
-    backend: Literal["local", "openai", "vllm"] = "local"
-    model: str = Field("smollm2-135m-instruct", description="local/vllm: preset or dir; openai: served name (gpt-4o)")
-    base_url: Optional[str] = None
-    api_key_env: str = "OPENAI_API_KEY"
     depth: int = Field(10, ge=2, description="first-stage candidates per query the teacher ranks and explains")
     passage_words: int = Field(60, ge=1, description="each document cut to N words in the teacher's prompts")
     max_new_tokens: int = Field(96, ge=8)
-    temperature: float = Field(0.0, ge=0)
-    concurrency: int = Field(4, ge=1)
-    max_retries: int = Field(6, ge=0)
-    timeout_s: float = Field(120, gt=0)
-    batch_size: int = Field(8, ge=1, description="local backend: prompts generated together")
 
 
 class R2RConfig(StrictModel):

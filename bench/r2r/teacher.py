@@ -30,26 +30,17 @@ class TeacherList:
     counts: dict = field(default_factory=dict)
 
 
-def _reason_config(cfg: TeacherConfig):
-    from bench.reason.config import ReasonConfig
-
-    return ReasonConfig(backend=cfg.backend, model=cfg.model, base_url=cfg.base_url, api_key_env=cfg.api_key_env,
-                        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, concurrency=cfg.concurrency,
-                        max_retries=cfg.max_retries, timeout_s=cfg.timeout_s, batch_size=cfg.batch_size)
-
-
 def teach(cfg: TeacherConfig, queries: dict[str, str], items: dict[str, str], first_stage: Run, qids: list[str],
           cache) -> tuple[list[TeacherList], dict]:
     from bench.config import ListwiseSystem
     from bench.reason.backends import Request, build_backend, cost_usd, generate_cached
     from bench.rerank.listwise import rerank_listwise
 
-    rcfg = _reason_config(cfg)
-    ranker = ListwiseSystem(name="teacher", kind="listwise", backend=cfg.backend, model=cfg.model,
-                            base_url=cfg.base_url, api_key_env=cfg.api_key_env, window=cfg.depth, step=cfg.depth,
-                            depth=cfg.depth, passage_words=cfg.passage_words, max_new_tokens=cfg.max_new_tokens,
-                            temperature=cfg.temperature, concurrency=cfg.concurrency, max_retries=cfg.max_retries,
-                            timeout_s=cfg.timeout_s, batch_size=cfg.batch_size)
+    from bench.reason.config import LLMEndpoint
+
+    rcfg = cfg.reason_config()
+    ranker = ListwiseSystem(name="teacher", kind="listwise", window=cfg.depth, step=cfg.depth, depth=cfg.depth,
+                            passage_words=cfg.passage_words, **cfg.model_dump(include=set(LLMEndpoint.model_fields)))
     run, stats = rerank_listwise(ranker, rcfg, queries, items, first_stage, qids, cache)
     lists = []
     for q in qids:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 from pydantic import Field
 
@@ -12,8 +12,9 @@ from bench.config_base import StrictModel
 DEFAULT_PRICES = {"gpt-4o": (2.50, 10.00), "gpt-4o-mini": (0.15, 0.60), "gpt-4.1": (2.00, 8.00)}
 
 
-class ReasonConfig(StrictModel):
-    """An LLM writes why each explained item was selected, with and without its top-k attributions."""
+class LLMEndpoint(StrictModel):
+    """Which LLM answers, and how it is reached: shared by the reason stage, listwise re-rankers and the
+    R2R teacher, which all go through `bench.reason.backends` (cache, retries, cost)."""
 
     backend: Literal["local", "openai", "vllm"] = Field(
         "local", description="local: transformers generation in-process; openai: any OpenAI-compatible endpoint "
@@ -24,15 +25,28 @@ class ReasonConfig(StrictModel):
     base_url: Optional[str] = Field(None, description="openai: endpoint, e.g. http://127.0.0.1:8000/v1; "
                                                       "default OPENAI_BASE_URL or api.openai.com")
     api_key_env: str = Field("OPENAI_API_KEY", description="openai: name of the env var holding the key (never logged)")
-    variants: list[Literal["with", "without"]] = Field(
-        default_factory=lambda: ["with", "without"], description="prompts with and/or without attributions")
     max_new_tokens: int = Field(128, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy")
     concurrency: int = Field(4, ge=1, description="openai: requests in flight at once")
     max_retries: int = Field(6, ge=0, description="openai: retries on 429 / 5xx / timeouts / connection errors")
     timeout_s: float = Field(120.0, gt=0, description="openai: per-request timeout")
-    backoff_s: float = Field(1.0, ge=0, description="openai: first retry wait (exponential, jittered, max 30 s)")
     batch_size: int = Field(8, ge=1, description="local: prompts generated together (left-padded)")
+
+    # fields that change how an answer is obtained, not which answer: left out of artifact keys
+    TRANSPORT: ClassVar[tuple[str, ...]] = ("base_url", "api_key_env", "concurrency", "max_retries", "timeout_s",
+                                            "batch_size")
+
+    def reason_config(self) -> "ReasonConfig":
+        """The reason stage's backend config for this endpoint (what `build_backend` takes)."""
+        return ReasonConfig(**self.model_dump(include=set(LLMEndpoint.model_fields)))
+
+
+class ReasonConfig(LLMEndpoint):
+    """An LLM writes why each explained item was selected, with and without its top-k attributions."""
+
+    variants: list[Literal["with", "without"]] = Field(
+        default_factory=lambda: ["with", "without"], description="prompts with and/or without attributions")
+    backoff_s: float = Field(1.0, ge=0, description="openai: first retry wait (exponential, jittered, max 30 s)")
     actors: int = Field(1, ge=1, description="vllm: engine actors")
     gpus_per_actor: float = Field(1.0, ge=0, description="vllm: GPUs per engine actor")
     prices: dict[str, tuple[float, float]] = Field(

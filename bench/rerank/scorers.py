@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from bench.config import ScorerSpec
 from bench.rerank import prompts
+
+if TYPE_CHECKING:  # a spec is any object with ScorerSpec's fields (the GPU check needs no pydantic)
+    from bench.config import ScorerSpec
 
 
 @dataclass

@@ -86,6 +86,9 @@ def _submit_args(p: argparse.ArgumentParser) -> None:
                    help="also fetch model weights (*.safetensors, *.bin, *.pt); off by default: those belong "
                         "in train.storage_path (s3:// or gs://)")
     p.add_argument("--no-wait", action="store_true", help="submit and print the job id; do not stream logs or fetch")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="where --fetch joins the cluster to bring the results back through its object store: "
+                        "ray://HEAD:PORT (Ray Client) or HEAD:GCS_PORT; default ray://<host of --address>:10001")
     p.epilog = ("The config is validated here first; it (and every data path it names) must be inside the "
                 "working dir or present on the cluster. Logs stream until the job ends; Ctrl-C stops "
                 "following but leaves the job running.")
@@ -98,5 +101,6 @@ def cmd_submit(args) -> int:
 
     opts = SubmitOptions(config=Path(args.config), overrides=list(args.set), address=args.address,
                          fetch=args.fetch, python=args.python, remote_results=args.remote_results,
-                         working_dir=args.working_dir, fetch_weights=args.fetch_weights, wait=not args.no_wait)
+                         working_dir=args.working_dir, fetch_weights=args.fetch_weights, wait=not args.no_wait,
+                         ray_address=args.ray_address)
     return submit_experiment(opts)

@@ -6,17 +6,17 @@
    exactly what `rerank-bench run` does on a laptop, with results at an absolute path on the
    head node (where Ray runs job entrypoints that ask for no resources).
 3. Logs are streamed through the job server (`tail_job_logs`) until the job ends.
-4. Fetching: the results are on the head node's disk, which the client cannot read. A second,
-   tiny job (plain `python -c`, no upload) tars REMOTE/<experiment>, and prints it base64-encoded
-   between marker lines; the client reads that job's logs, checks size and SHA-256, and unpacks
-   it atomically into DIR/<experiment>. Only the job-server port (8265) is needed, so this works
-   the same on a multi-node cloud cluster as on loopback. Model weights are left out by default
-   (they belong in train.storage_path, s3:// or gs://).
+4. Fetching, through Ray's object store: the results are on the head node's disk, which the
+   client cannot read. The client connects to the cluster (`--ray-address`, by default Ray
+   Client at ray://<head>:10001), runs a task pinned to the head node that packs
+   REMOTE/<experiment> as a tar.gz and returns it as an object; the bytes travel through the
+   object store, are checked against the task's size and SHA-256, and are unpacked atomically into
+   DIR/<experiment>. Model weights are left out by default (they belong in train.storage_path,
+   s3:// or gs://).
 """
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import io
 import logging
@@ -44,30 +44,24 @@ EXCLUDES = [".venv", ".venv-*", "results", ".git", ".pytest_cache", "*.egg-info"
 # workers, and Ray refuses a job whose runtime_env repeats a key the driver's sets.
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "RAY_USAGE_STATS_ENABLED")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
-BEGIN, END, FAIL = "RERANK-BENCH-ARCHIVE-BEGIN", "RERANK-BENCH-ARCHIVE-END", "RERANK-BENCH-FETCH-ERROR"
 MAX_ARCHIVE_BYTES = 256 * 1024 * 1024
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
-# The fetch job's program: tar the results folder and print it base64 between markers.
-# Standard library only, so it runs with any python on the head node.
-_PACK = r"""
-import base64, hashlib, io, os, sys, tarfile
-root, weights = sys.argv[1], sys.argv[2] == "1"
-skip = tuple(sys.argv[3].split(","))
-if not os.path.isdir(root):
-    print("%(fail)s no results folder at " + root, flush=True); sys.exit(3)
-buf = io.BytesIO()
-with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-    tar.add(root, arcname=".", filter=lambda ti: None if (not weights and ti.isfile() and ti.name.endswith(skip)) else ti)
-data = buf.getvalue()
-if len(data) > %(limit)d:
-    print("%(fail)s archive of %%d bytes is above the %(limit)d-byte limit" %% len(data), flush=True); sys.exit(4)
-print("%(begin)s", len(data), hashlib.sha256(data).hexdigest(), flush=True)
-enc = base64.b64encode(data).decode()
-for i in range(0, len(enc), 8192):
-    sys.stdout.write(enc[i:i + 8192] + "\n")
-print("%(end)s", flush=True)
-""" % {"fail": FAIL, "begin": BEGIN, "end": END, "limit": MAX_ARCHIVE_BYTES}
+def pack_results(root: str, weights: bool, skip: tuple[str, ...] = WEIGHT_SUFFIXES) -> dict:
+    """On the head node: the results folder as tar.gz bytes, with their size and SHA-256."""
+    import io
+    import os
+
+    if not os.path.isdir(root):
+        return {"error": f"no results folder at {root}"}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(root, arcname=".", filter=lambda ti: None if (not weights and ti.isfile() and ti.name.endswith(skip))
+                else ti)
+    data = buf.getvalue()
+    if len(data) > MAX_ARCHIVE_BYTES:
+        return {"error": f"archive of {len(data)} bytes is above the {MAX_ARCHIVE_BYTES}-byte limit"}
+    return {"data": data, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 @dataclass
@@ -81,6 +75,7 @@ class SubmitOptions:
     working_dir: Optional[Path] = None
     fetch_weights: bool = False
     wait: bool = True
+    ray_address: Optional[str] = None  # where the client joins the cluster to fetch; default ray://<head>:10001
 
 
 def project_dir() -> Path:
@@ -115,9 +110,11 @@ def run_entrypoint(opts: SubmitOptions, config_rel: str, results_dir: str) -> st
     return python_command(opts, argv, env)
 
 
-def fetch_entrypoint(opts: SubmitOptions, remote_dir: str) -> str:
-    return python_command(opts, ["-c", _PACK, remote_dir, "1" if opts.fetch_weights else "0",
-                                 ",".join(WEIGHT_SUFFIXES)])
+def default_ray_address(job_server: str) -> str:
+    """Ray Client on the head node of the job server's host (its default port)."""
+    from urllib.parse import urlparse
+
+    return f"ray://{urlparse(job_server).hostname or '127.0.0.1'}:10001"
 
 
 def connect(address: str):
@@ -154,24 +151,6 @@ def wait_until_done(client, job_id: str, poll_s: float = 1.0) -> str:
         time.sleep(poll_s)
 
 
-def decode_archive(logs: str) -> bytes:
-    """The tar.gz bytes printed by the fetch job, checked against its size and SHA-256."""
-    lines = logs.splitlines()
-    for line in lines:
-        if line.startswith(FAIL):
-            raise RuntimeError(line[len(FAIL):].strip())
-    try:
-        start = next(i for i, line in enumerate(lines) if line.startswith(BEGIN + " "))
-        stop = next(i for i in range(start + 1, len(lines)) if lines[i].strip() == END)
-    except StopIteration:
-        raise RuntimeError("the fetch job's logs hold no complete archive") from None
-    _, size, digest = lines[start].split()
-    data = base64.b64decode("".join(line.strip() for line in lines[start + 1:stop]))
-    if len(data) != int(size) or hashlib.sha256(data).hexdigest() != digest:
-        raise RuntimeError(f"archive damaged in transfer ({len(data)} bytes, expected {size})")
-    return data
-
-
 def unpack(data: bytes, dest: Path) -> Path:
     """Unpack into a temp dir beside `dest`, then swap it in: a failed fetch leaves no partial folder."""
     dest = Path(dest)
@@ -192,17 +171,34 @@ def unpack(data: bytes, dest: Path) -> Path:
     return dest
 
 
-def fetch_results(client, opts: SubmitOptions, remote_dir: str, dest: Path) -> Path:
-    job_id = client.submit_job(entrypoint=fetch_entrypoint(opts, remote_dir),
-                               metadata={"rerank-bench": "fetch", "path": remote_dir})
-    status = wait_until_done(client, job_id, poll_s=0.5)
-    logs = client.get_job_logs(job_id)
+def fetch_results(opts: SubmitOptions, remote_dir: str, dest: Path) -> Path:
+    """Pack the results on the head node in a Ray task and bring them back through the object store."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    address = opts.ray_address or default_ray_address(opts.address)
     try:
-        data = decode_archive(logs)
-    except RuntimeError as e:
-        raise RuntimeError(f"fetch of {remote_dir} (job {job_id}, {status}): {e}") from None
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+    except Exception as e:  # noqa: BLE001 - connection errors come in many kinds
+        raise RuntimeError(f"cannot join the cluster at {address} to fetch the results "
+                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); give --ray-address") from None
+    try:
+        head = next((n["NodeID"] for n in ray.nodes() if n.get("Alive") and
+                     "node:__internal_head__" in n.get("Resources", {})), None)
+        if head is None:
+            raise RuntimeError("the cluster reports no head node")
+        task = ray.remote(num_cpus=0)(pack_results).options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=head, soft=False))
+        packed = ray.get(task.remote(remote_dir, opts.fetch_weights))
+    finally:
+        ray.shutdown()
+    if "error" in packed:
+        raise RuntimeError(f"fetch of {remote_dir}: {packed['error']}")
+    data = packed["data"]
+    if len(data) != packed["size"] or hashlib.sha256(data).hexdigest() != packed["sha256"]:
+        raise RuntimeError(f"fetch of {remote_dir}: the archive arrived damaged (size or SHA-256 differs)")
     path = unpack(data, dest)
-    log.info("submit: fetched %s (%.1f KiB) into %s", remote_dir, len(data) / 1024, path)
+    log.info("submit: fetched %s (%.1f KiB) through the object store into %s", remote_dir, len(data) / 1024, path)
     return path
 
 
@@ -242,7 +238,7 @@ def submit_experiment(opts: SubmitOptions) -> int:
     if opts.fetch is not None:
         remote_dir = str(PurePosixPath(opts.remote_results) / exp.name)
         try:
-            path = fetch_results(client, opts, remote_dir, Path(opts.fetch) / exp.name)
+            path = fetch_results(opts, remote_dir, Path(opts.fetch) / exp.name)
         except RuntimeError as e:
             print(f"rerank-bench: fetching results failed: {e}", file=sys.stderr)
             return 1

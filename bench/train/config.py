@@ -7,7 +7,7 @@ each trained cell come from one place.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
@@ -52,6 +52,8 @@ class ModelEntry(StrictModel):
     model: str = Field(description="preset name (see `rerank-bench models`), HF hub id or local model dir")
     name: Optional[str] = Field(None, description="column label in Table 1; default the model name")
     params: Optional[str] = Field(None, description="parameter count label, e.g. 8B; default the preset's")
+    hyper: Optional[dict[str, Any]] = Field(None, description="this model's own hyperparameters over train.hyper, "
+                                                              "e.g. {lr: 2.0e-5, full_finetune: true} for a small encoder")
 
     @property
     def label(self) -> str:
@@ -116,6 +118,21 @@ class TrainConfig(StrictModel):
         if len(set(methods)) != len(methods):
             raise ValueError("methods repeat")
         return sorted(methods, key=METHOD_ORDER.index)
+
+    def hyper_for(self, entry: ModelEntry) -> "Hyperparameters":
+        """train.hyper with the model's own overrides."""
+        return Hyperparameters.model_validate({**self.hyper.model_dump(), **(entry.hyper or {})})
+
+    @model_validator(mode="after")
+    def _model_overrides(self):
+        for i, entry in enumerate(self.models):
+            try:
+                self.hyper_for(entry)
+            except ValueError as e:
+                first = e.errors()[0] if hasattr(e, "errors") else {"loc": (), "msg": str(e)}
+                where = ".".join(str(p) for p in first["loc"])
+                raise ValueError(f"models.{i}.hyper.{where}: {first['msg']}") from None
+        return self
 
     @field_validator("models")
     @classmethod

@@ -33,6 +33,7 @@ from pathlib import Path
 from bench import __version__
 from bench.artifacts import content_fingerprint, content_hash
 from bench.errors import InputError
+from bench.data.pairs import TrainingData
 from bench.train.config import METHOD_ORDER, METHODS, ModelEntry, TrainConfig
 
 log = logging.getLogger("bench")
@@ -50,7 +51,7 @@ class Cell:
     method: str
     dataset: str
     name: str  # system name in the leaderboard
-    data: dict = field(repr=False, default_factory=dict)
+    data: TrainingData = field(repr=False, default_factory=dict)
     key: str = ""
 
     @property
@@ -147,7 +148,7 @@ class TrainGrid:
                 raise InputError(f"train.datasets: unknown data source {n!r}; expected one of {', '.join(names)}")
         return chosen
 
-    def _data(self, name: str) -> dict:
+    def _data(self, name: str) -> "TrainingData":
         from bench.data.pairs import as_records, pointwise_items, preference_pairs
 
         ds = self.p.dataset(name)
@@ -216,7 +217,7 @@ class TrainGrid:
         from bench.models import model_fingerprint
         from bench.provenance import library_versions
 
-        h, s = self.cfg.hyper, self.cfg.scaling
+        h, s = self.cfg.hyper_for(c.entry), self.cfg.scaling
         return content_hash("train", TRAIN_VERSION, __version__, c.entry.model, model_fingerprint(c.model_dir),
                             c.method, c.scorer_kind, h, self.cfg.prompt, self.cfg.depth, self.cfg.negatives,
                             h.seed if h.seed is not None else self.exp.seed,
@@ -328,9 +329,9 @@ class TrainGrid:
 
     # ------------------------------------------------------------------ one lane
     def loop_config(self, lane: list[Cell], done: dict[str, CellResult]) -> dict:
-        h = self.cfg.hyper
         cells = []
         for c in lane:
+            h = self.cfg.hyper_for(c.entry)
             cfg = {"cell": c.name, "key": c.key, "method": c.method, "model_dir": c.model_dir, "prompt": self.cfg.prompt,
                    "hyper": h.model_dump(), "seed": h.seed if h.seed is not None else self.exp.seed,
                    "scorer_kind": c.scorer_kind, "score_batch_size": self.cfg.score_batch_size,
@@ -456,7 +457,7 @@ def trained_system(r: CellResult, cfg: TrainConfig):
         else:
             model = str(r.path / "model")
     spec = ScorerSpec(name=c.name, kind=c.scorer_kind, model=model, adapter=adapter, prompt=cfg.prompt,
-                      batch_size=cfg.score_batch_size, max_length=cfg.hyper.max_length, params=c.params)
+                      batch_size=cfg.score_batch_size, max_length=cfg.hyper_for(c.entry).max_length, params=c.params)
     info = SystemInfo(c.name, kind="trained", params=c.params, family=c.family, method=c.method,
                       train_dataset=c.dataset, status=r.status, error=r.error)
     return spec, info

@@ -269,13 +269,17 @@ def make_report_callback(cell: dict, loss_keys: tuple[str, ...], rank: int, prog
 
 # ----------------------------------------------------------------------------- trainers
 def _common_args(cfg: dict, out_dir: str, world: int) -> dict:
+    import torch
+
     h = cfg["hyper"]
+    cuda = cfg["use_gpu"] and torch.cuda.is_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()  # mixed precision on GPUs; float32 on CPUs
     args = dict(output_dir=out_dir, learning_rate=h["lr"], per_device_train_batch_size=h["batch_size"],
                 gradient_accumulation_steps=h["grad_accum"], num_train_epochs=h["epochs"],
                 max_steps=h["max_steps"] or -1, logging_steps=h["logging_steps"], save_strategy="steps",
                 save_steps=h["save_steps"], save_total_limit=1, report_to="none", seed=cfg["seed"],
                 data_seed=cfg["seed"], disable_tqdm=True, use_cpu=not cfg["use_gpu"], warmup_steps=h["warmup_steps"],
-                dataloader_num_workers=0, bf16=False, fp16=False)
+                dataloader_num_workers=0, bf16=bf16, fp16=cuda and not bf16)
     if cfg.get("deepspeed"):
         args["deepspeed"] = cfg["deepspeed"]
     return args
