@@ -221,7 +221,9 @@ class RerankConfig(StrictModel):
 class EvaluateConfig(StrictModel):
     measures: list[str] = Field(default_factory=lambda: ["nDCG@5", "nDCG@10", "RR", "AP", "R@100"])
     split: Literal["all", "train", "valid", "test"] = Field("all", description="queries evaluated")
-    baseline: str = Field("BM25", description="system every other is compared with")
+    baseline: Optional[str] = Field(
+        None, description="system every other is compared with (default: the first stage, BM25 unless "
+                          "retrieve.method or retrieve.name says otherwise)")
 
 
 class RayConfig(StrictModel):
@@ -326,11 +328,12 @@ _UNION_TAGS = {"demo", "beir", "trec-dl", "climate-fever", "bright", "ir_dataset
 
 def read_yaml_mapping(path: str | os.PathLike, what: str = "config file") -> dict:
     """A YAML file whose top level is a mapping; one-line errors naming the file (and line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{what} not found: {path}")
+    from bench.data.io import read_text
+    from bench.errors import require_file
+
+    path = require_file(Path(path), what)
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+        tree = yaml.safe_load(read_text(path, what))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

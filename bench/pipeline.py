@@ -25,6 +25,7 @@ from bench.data.collection import Collection, Run
 from bench.errors import InputError
 from bench.provenance import library_versions, stamp
 from bench.report.leaderboard import Leaderboard
+from bench.report.stage import baselines_of
 from bench.systems import SystemInfo, SystemRun
 
 log = logging.getLogger("bench")
@@ -90,6 +91,9 @@ class Pipeline:
         names = [s.name for s in self.exp.data]
         for i, spec in enumerate(self.exp.rerank.scorers):
             check_model(spec.model)
+            if spec.adapter is not None and not (Path(spec.adapter) / "adapter_config.json").is_file():
+                raise InputError(f"rerank.systems ({spec.name}).adapter: {spec.adapter} is not a peft adapter folder "
+                                 f"(no adapter_config.json)")
             unknown = [d for d in spec.datasets or [] if d not in names]
             if unknown:
                 raise InputError(f"rerank.systems ({spec.name}).datasets: unknown data source {unknown[0]!r}; "
@@ -516,7 +520,7 @@ class Pipeline:
             st["note"] = f"{per_query['system'].nunique()} systems, {per_query['qid'].nunique()} queries"
         systems = self.all_systems()
         prov = stamp(self.exp.hash(), self.exp.seed, {d.name: d.checksum for d in self.datasets()})
-        board = Leaderboard.from_per_query(per_query, systems, prov, baseline=self.exp.evaluate.baseline,
+        board = Leaderboard.from_per_query(per_query, systems, prov, baseline=baselines_of(self.exp)[0],
                                            measures=self.exp.evaluate.measures)
         board.truncation = {}
         for (name, system), sr in self.rerank_all().items():

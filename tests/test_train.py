@@ -171,7 +171,7 @@ def test_deepspeed_zero2_on_cpu_trains_a_cell_and_its_loss_falls(tmp_path, write
 
 @pytest.mark.parametrize("change, expected", [
     ({"models": [{"model": "tiny-gpt"}]}, "unknown model 'tiny-gpt'; expected a preset (tiny-llama"),
-    ({"methods": ["sft", "kto"]}, "train.methods.1: Input should be 'sft', 'rm', 'dpo', 'ppo', 'grpo' or 'rloo'"),
+    ({"methods": ["sft", "kto"]}, "train.methods.1: Input should be 'sft', 'rm', 'dpo', 'ppo', 'grpo', 'rloo', "),
     ({"models": [{"model": "/no/such/model"}]}, "model path '/no/such/model' is not a Hugging Face model directory"),
     ({"methods": ["sft", "ppo"]}, "method 'ppo' needs the reward model of its family: add 'rm' to train.methods"),
     ({"datasets": ["scifact"]}, "train.datasets: unknown data source 'scifact'; expected one of envri-demo"),

@@ -82,4 +82,6 @@ def leaderboard_chart_svg(doc: dict) -> str:
     fig.savefig(buf, format="svg")
     plt.close(fig)
     svg = buf.getvalue()
-    return svg[svg.index("<svg"):]  # drop the XML prolog: the SVG is inlined in HTML
+    svg = svg[svg.index("<svg"):]  # drop the XML prolog: the SVG is inlined in HTML
+    # the RDF <metadata> block only names the generator; dropping it keeps the page small
+    return re.sub(r"\s*<metadata>.*?</metadata>", "", svg, flags=re.S)

@@ -11,7 +11,7 @@ log = logging.getLogger("bench")
 
 
 def baselines_of(exp) -> list[str]:
-    return list(exp.report.baselines) or [exp.evaluate.baseline]
+    return list(exp.report.baselines) or [exp.evaluate.baseline or exp.retrieve.display_name]
 
 
 def add_significance(board, per_query: pd.DataFrame, exp) -> None:
