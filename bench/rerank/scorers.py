@@ -213,13 +213,12 @@ class CrossEncoderScorer(_HFScorer):
 class BiEncoderScorer(Scorer):
     """Cosine of normalised sentence-transformers embeddings; queries embedded once per call."""
 
-    def __init__(self, spec: ScorerSpec, model_dir: str, **_):
-        import torch
+    def __init__(self, spec: ScorerSpec, model_dir: str | None = None, *, model=None, **_):
         from sentence_transformers import SentenceTransformer
 
         self.spec, self.name = spec, spec.name
         device = _device()
-        self.model = SentenceTransformer(model_dir, device=device)
+        self.model = model if model is not None else SentenceTransformer(model_dir, device=device)
         if spec.dtype != "float32" and device == "cuda":
             self.model = self.model.to(torch_dtype(spec.dtype, device))
         self.model.max_seq_length = min(spec.max_length, self.model.max_seq_length or spec.max_length)

@@ -28,6 +28,10 @@ METHODS: dict[str, tuple[str, str, str, str]] = {
              "logit('yes') - logit('no'); reward +1 for the right answer, -1 for the wrong one or none"),
     "rloo": ("trl RLOOTrainer", "pointwise prompts + grades", "relevance-token",
              "logit('yes') - logit('no'); reward as GRPO"),
+    # encoder families (all-MiniLM-L6-v2): fine-tune the bi-encoder on the same preference pairs
+    "contrastive": ("sentence-transformers SentenceTransformerTrainer + MultipleNegativesRankingLoss",
+                    "preference pairs as (query, chosen, rejected) triplets", "bi-encoder",
+                    "cosine of normalised query and item embeddings (in-batch negatives + the pair's rejected item)"),
     # Reason-to-Rank students (bench.r2r): the teacher's ranking (+ reasons) distilled into the same neuron
     "r2r-pairwise": ("R2R student (transformers Trainer)", "teacher lists", "relevance-token",
                      "logit('yes') - logit('no'); hinge on score differences of teacher-ordered pairs"),
@@ -41,7 +45,7 @@ METHODS: dict[str, tuple[str, str, str, str]] = {
                  "logit('yes') - logit('no'); pairwise + listwise + generation of both kinds of reasons"),
 }
 METHOD_ORDER = tuple(METHODS)  # table row order; RM before PPO, which needs it
-Method = Literal["sft", "rm", "dpo", "ppo", "grpo", "rloo", "r2r-pairwise", "r2r-listwise", "r2r-direct",
+Method = Literal["sft", "rm", "dpo", "ppo", "grpo", "rloo", "contrastive", "r2r-pairwise", "r2r-listwise", "r2r-direct",
                  "r2r-compare", "r2r-full"]
 R2R_METHODS = tuple(m for m in METHODS if m.startswith("r2r-"))
 
@@ -54,6 +58,8 @@ class ModelEntry(StrictModel):
     params: Optional[str] = Field(None, description="parameter count label, e.g. 8B; default the preset's")
     hyper: Optional[dict[str, Any]] = Field(None, description="this model's own hyperparameters over train.hyper, "
                                                               "e.g. {lr: 2.0e-5, full_finetune: true} for a small encoder")
+    methods: Optional[list[str]] = Field(None, description="the methods of train.methods this model trains; default all "
+                                                           "(an encoder trains rm or contrastive, a causal LM the others)")
 
     @property
     def label(self) -> str:
@@ -123,9 +129,15 @@ class TrainConfig(StrictModel):
         """train.hyper with the model's own overrides."""
         return Hyperparameters.model_validate({**self.hyper.model_dump(), **(entry.hyper or {})})
 
+    def methods_for(self, entry: ModelEntry) -> list[str]:
+        return [m for m in self.methods if entry.methods is None or m in entry.methods]
+
     @model_validator(mode="after")
     def _model_overrides(self):
         for i, entry in enumerate(self.models):
+            unknown = [m for m in entry.methods or [] if m not in self.methods]
+            if unknown:
+                raise ValueError(f"models.{i}.methods: {unknown[0]!r} is not in train.methods {self.methods}")
             try:
                 self.hyper_for(entry)
             except ValueError as e:

@@ -59,10 +59,14 @@ class Cell:
         return scorer_kind(self.method, self.family)
 
 
+ENCODER_FAMILIES = ("bert",)
+ENCODER_METHODS = ("rm", "contrastive")
+
+
 def scorer_kind(method: str, family: str) -> str:
-    """The neuron that scores a cell: the method's, except that an encoder family scores as a cross-encoder."""
+    """The neuron that scores a cell: the method's, except that an encoder family's reward head is a cross-encoder."""
     kind = METHODS[method][2]
-    return "cross-encoder" if kind == "reward-head" and family == "bert" else kind
+    return "cross-encoder" if kind == "reward-head" and family in ENCODER_FAMILIES else kind
 
 
 @dataclass
@@ -104,7 +108,8 @@ def planned_cell_names(exp) -> list[str]:
     """The leaderboard names the grid's cells will get (for checks before anything runs)."""
     cfg: TrainConfig = exp.train
     datasets = list(cfg.datasets) or [exp.data[0].name]
-    return [cell_name(e.label, m, d, len(datasets)) for d in datasets for m in cfg.methods for e in cfg.models]
+    return [cell_name(e.label, m, d, len(datasets)) for d in datasets for m in cfg.methods for e in cfg.models
+            if m in cfg.methods_for(e)]
 
 
 def lanes_of(cells: list[Cell], n_lanes: int) -> list[list[Cell]]:
@@ -185,17 +190,22 @@ class TrainGrid:
             data = self._data(ds_name)
             needs = {"train_items": "pointwise items", "train_pairs": "preference pairs", "r2r_lists": "teacher lists"}
             for method in self.cfg.methods:
-                src = "train_pairs" if method in ("rm", "dpo") else "r2r_lists" if method.startswith("r2r-") \
+                src = "train_pairs" if method in ("rm", "dpo", "contrastive") else "r2r_lists" if method.startswith("r2r-") \
                     else "train_items"
                 if not data[src]:
                     raise InputError(f"train.methods: {method!r} has no training data: no {needs[src]} in the "
                                      f"train split of data source {ds_name!r} (check splits.train, or "
                                      f"train.negatives when the qrels judge relevant documents only)")
                 for entry, model_dir in models:
+                    if method not in self.cfg.methods_for(entry):
+                        continue
                     family = _family_of(entry, model_dir)
-                    if family == "bert" and method != "rm":
+                    if family in ENCODER_FAMILIES and method not in ENCODER_METHODS:
                         raise InputError(f"train.methods: {method!r} needs a causal LM; encoder model {entry.model!r} "
-                                         f"trains as a cross-encoder with 'rm' only")
+                                         f"trains as a cross-encoder ('rm') or a bi-encoder ('contrastive')")
+                    if family not in ENCODER_FAMILIES and method == "contrastive":
+                        raise InputError(f"train.methods: 'contrastive' trains sentence-transformers encoders; "
+                                         f"{entry.model!r} is a causal LM")
                     cells.append(Cell(entry, model_dir, family, entry.params or model_params_label(entry.model),
                                       method, ds_name, cell_name(entry.label, method, ds_name, len(datasets)), data))
         by_rm = {(c.entry.label, c.dataset): c for c in cells if c.method == "rm"}

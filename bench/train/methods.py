@@ -367,6 +367,8 @@ def build_trainer(cfg: dict, out_dir: str, callback, world: int, stats: dict | N
                        processing_class=tok, peft_config=_lora(cfg, "CAUSAL_LM"), callbacks=[callback]), tok
     if method == "ppo":
         return _ppo_trainer(cfg, common, callback, stats)
+    if method == "contrastive":
+        return _contrastive_trainer(cfg, common, callback, stats)
     if method.startswith("r2r-"):
         from bench.r2r.student import build_student
 
@@ -418,6 +420,35 @@ def _ppo_trainer(cfg: dict, common: dict, callback, stats: dict):
     return trainer, tok
 
 
+def _contrastive_trainer(cfg: dict, common: dict, callback, stats: dict):
+    """A sentence-transformers bi-encoder fine-tuned on (query, chosen, rejected) triplets with
+    MultipleNegativesRankingLoss: the other queries' items in the batch and the pair's rejected item
+    are the negatives. Items are cut exactly as the bi-encoder scorer cuts them. All weights train."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, losses
+    from sentence_transformers.training_args import SentenceTransformerTrainingArguments
+
+    from bench.rerank import prompts
+
+    h = cfg["hyper"]
+    model = SentenceTransformer(cfg["model_dir"], device="cuda" if cfg["use_gpu"] else "cpu")
+    model.max_seq_length = min(h["max_length"], model.max_seq_length or h["max_length"])
+    room = model.max_seq_length - 2  # [CLS] and [SEP]
+
+    def cut(text: str) -> str:
+        out, was_cut = prompts.cut_to_tokens(model.tokenizer, text, room)
+        stats["pairs"] = stats.get("pairs", 0) + 1
+        stats["item_cut"] = stats.get("item_cut", 0) + int(was_cut)
+        return out
+
+    data = Dataset.from_list([{"anchor": p["query"], "positive": cut(p["chosen"]), "negative": cut(p["rejected"])}
+                              for p in cfg["data"]["train_pairs"]])
+    args = SentenceTransformerTrainingArguments(**common)
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data,
+                                         loss=losses.MultipleNegativesRankingLoss(model), callbacks=[callback])
+    return trainer, model.tokenizer
+
+
 LOSS_KEYS = {"ppo": ("loss/policy_avg",), "grpo": ("loss",), "rloo": ("loss",)}
 
 
@@ -426,6 +457,8 @@ def trained_model(trainer, method: str):
     """The model that scores: PPO's policy, else the trainer's model (peft-wrapped), unwrapped from DDP."""
     if method == "ppo":
         return trainer.policy_model
+    if method == "contrastive":
+        return trainer.model
     return trainer.accelerator.unwrap_model(trainer.model)
 
 
@@ -441,6 +474,11 @@ def held_out_scores(cfg: dict, model, pairs: list[dict]):
     spec = ScorerSpec(name=cfg["cell"], kind=cfg["scorer_kind"], model=cfg["model_dir"], prompt=cfg["prompt"],
                       max_length=cfg["hyper"]["max_length"], batch_size=cfg["score_batch_size"], dtype="float32")
     kind = SCORER_KINDS[spec.kind]
+    if spec.kind == "bi-encoder":  # a SentenceTransformer: no separate tokenizer, no train/eval padding sides
+        scorer = kind(spec, model=model)
+        unique = sorted({(p["query"], t) for p in pairs for t in (p["chosen"], p["rejected"])})
+        return dict(zip(unique, np.asarray(scorer.score([q for q, _ in unique], [t for _, t in unique]),
+                                           dtype=np.float64)))
     tok = load_tokenizer(cfg["model_dir"], spec.max_length, kind.padding_side)
     was_training = model.training
     scorer = kind(spec, model=model, tokenizer=tok)
@@ -522,11 +560,15 @@ def train_cell(cfg: dict, work: Path, resume, progress: dict | None, rank: int, 
     final = work / "final"
     shutil.rmtree(final, ignore_errors=True)
     if rank == 0:
-        target = final / ("model" if h["full_finetune"] else "adapter")
+        whole = h["full_finetune"] or cfg["method"] == "contrastive"  # a bi-encoder is saved whole
+        target = final / ("model" if whole else "adapter")
         model = trained_model(trainer, cfg["method"])
         after = held_out_scores(cfg, model, valid)
-        model.save_pretrained(str(target)) if cfg["method"] == "ppo" else trainer.save_model(str(target))
-        if h["full_finetune"]:
+        if cfg["method"] == "ppo":
+            model.save_pretrained(str(target))
+        else:
+            trainer.save_model(str(target))
+        if h["full_finetune"] and cfg["method"] != "contrastive":
             tok.save_pretrained(str(target))
         metrics["accuracy_before"] = pairwise_accuracy(before, valid)
         metrics["pairwise_accuracy"] = pairwise_accuracy(after, valid)
