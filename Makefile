@@ -12,7 +12,7 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER = 0
 export HF_HUB_OFFLINE = 1
 export DS_BUILD_OPS = 0
 
-.PHONY: install run test test-all perf site verify vllm-env clean
+.PHONY: install run test test-all test-ci perf site verify vllm-env gpu-wheels clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ run: install
 test: install
 	$(BIN)/python -m pytest -m "not slow" -ra --durations=25
 
+# Exactly what CI runs (.ci/run): Chromium for the browser test, .venv-vllm for the vLLM tests, then make test.
+test-ci:
+	bash .ci/run
+
 test-all: install
 	$(BIN)/python -m pytest -ra
 
@@ -42,6 +46,16 @@ perf: install
 # tests/test_vllm_server.py and `python -m bench.reason.vllm_server`.
 vllm-env:
 	PYTHON=$(PYTHON) scripts/vllm_env.sh
+
+# Wheels the GPU device check needs beyond the GPU machine's image (torch, transformers, peft are there):
+# carried in .whl/ (ignored by git), installed by scripts/gpu_check.sh. Python 3.12, manylinux x86-64.
+GPU_WHEELS = trl==1.12.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 shap==0.51.0 slicer==0.0.8 \
+	pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+gpu-wheels:
+	rm -rf .whl && mkdir -p .whl
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  --platform any -d .whl $(GPU_WHEELS)
 
 # Static leaderboard site of every experiment under results/ (open results/site/index.html).
 site: install

@@ -7,10 +7,11 @@
 #   scripts/gpu_check.sh --smoke    # every code path with a tiny model, on any machine (CPU included)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/rb-site .whl/*.whl
+# carried wheels only where the interpreter lacks the libraries (they are built for the GPU image's Python)
+if ! "${PYTHON:-python3}" -c "import trl, peft, shap, datasets, pydantic" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+  "${PYTHON:-python3}" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/rb-site .whl/*.whl
   export PYTHONPATH=/tmp/rb-site:${PYTHONPATH:-}
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-python3 -m bench.perf.gpu --out results/perf "$@"
-if [ -n "${OUT:-}" ]; then cp results/perf/gpu*.json "$OUT/"; fi
+"${PYTHON:-python3}" -m bench.perf.gpu --out "${GPU_CHECK_OUT:-results/perf}" "$@"
+if [ -n "${OUT:-}" ]; then cp "${GPU_CHECK_OUT:-results/perf}"/gpu*.json "$OUT/"; fi

@@ -82,7 +82,7 @@ def set_faults(base: str, plan: list[str]) -> None:
     httpx.post(base + "/admin/faults", json={"plan": plan}, timeout=5).raise_for_status()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def openai_server():
     """`python -m bench.reason.openai_app` (SmolLM2-135M-Instruct) on 127.0.0.1, stopped by process group."""
     import signal

@@ -15,7 +15,7 @@ from conftest import free_port, server_stats as stats, set_faults
 MODEL = "smollm2-135m-instruct"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def server(openai_server):
     return openai_server
 
