@@ -16,6 +16,17 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def ctrl_c_reaches_python() -> None:
+    """Popen preexec_fn for tests that press Ctrl-C (SIGINT) on a CLI: a shell's background job
+    (`pytest ... &`) starts with SIGINT ignored, an ignored disposition is inherited, and Python then
+    installs no KeyboardInterrupt handler - the CLI would not see the test's Ctrl-C at all."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 SHARED_DATA = Path(os.environ.get("RERANK_BENCH_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 

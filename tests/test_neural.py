@@ -3,6 +3,7 @@ stages, bi- and cross-encoders, and the reference numbers they reproduce."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -89,24 +90,39 @@ def test_dense_and_hybrid_first_stages_with_cached_embeddings(tmp_path, write_co
     assert "Hybrid" in board and board["Hybrid"]["nDCG@10"] > 0.5
 
 
-def test_a_minilm_cross_encoder_trains_by_reward_modelling_and_reranks(tmp_path, write_config, cli):
-    """all-MiniLM-L6-v2 (offline weights) as a trainable cross-encoder family of the grid."""
+def test_minilm_trains_as_a_cross_encoder_and_as_a_contrastive_bi_encoder(tmp_path, write_config, cli):
+    """all-MiniLM-L6-v2 (offline weights) as the grid's encoder family: reward modelling gives a
+    cross-encoder, contrastive training (MultipleNegativesRankingLoss) a bi-encoder; each model
+    entry trains only its own methods."""
     cfg = write_config({"name": "ce", "seed": 1, "ray": {"num_cpus": 2},
                         "data": [{"name": "envri-demo", "loader": "demo", "max_queries": 12}],
                         "splits": {"scheme": "random", "train": 0.6, "valid": 0.2, "test": 0.2},
                         "evaluate": {"measures": ["nDCG@10"], "split": "test"},
                         "rerank": {"systems": [{"name": "MiniLM-bi", "kind": "bi-encoder", "model": "all-minilm-l6-v2"}]},
-                        "train": {"models": [{"model": "all-minilm-l6-v2", "name": "MiniLM",
-                                              "hyper": {"full_finetune": True, "lr": 5.0e-5}}],
-                                  "methods": ["rm"], "hyper": {"max_steps": 3, "batch_size": 4, "max_length": 128,
-                                                               "logging_steps": 1, "save_steps": 2}}})
+                        "train": {"models": [{"model": "all-minilm-l6-v2", "name": "MiniLM", "methods": ["rm"],
+                                              "hyper": {"full_finetune": True, "lr": 5.0e-5}},
+                                             {"model": "all-minilm-l6-v2", "name": "MiniLM-dual",
+                                              "methods": ["contrastive"],
+                                              "hyper": {"full_finetune": True, "lr": 5.0e-5, "batch_size": 8}}],
+                                  "methods": ["rm", "contrastive"],
+                                  "hyper": {"max_steps": 3, "batch_size": 4, "max_length": 128,
+                                            "logging_steps": 1, "save_steps": 2}}})
     out = cli("run", cfg, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    cell = json.loads((tmp_path / "results/ce/table1.json").read_text())["cells"][0]
-    assert cell["status"] == "ok" and cell["family"] == "bert" and cell["steps"] == 3
+    cells = {c["name"]: c for c in json.loads((tmp_path / "results/ce/table1.json").read_text())["cells"]}
+    assert sorted(cells) == ["MiniLM-dual-contrastive", "MiniLM-rm"], "each model trains its own methods only"
+    for name in cells:
+        assert cells[name]["status"] == "ok" and cells[name]["family"] == "bert" and cells[name]["steps"] == 3
     rows = {r["system"]: r for r in json.loads((tmp_path / "results/ce/leaderboard.json").read_text())["rows"]}
     assert rows["MiniLM-rm"]["nDCG@10"] is not None and rows["MiniLM-bi"]["nDCG@10"] is not None
-    assert rows["MiniLM-rm"]["info"]["family"] == "bert"
+    assert rows["MiniLM-dual-contrastive"]["nDCG@10"] is not None
+    assert rows["MiniLM-dual-contrastive"]["info"]["method"] == "contrastive"
+    # the trained bi-encoder is a sentence-transformers model folder the bi-encoder scorer loads
+    dual = cells["MiniLM-dual-contrastive"]
+    assert (Path(dual["path"]) / "model" / "modules.json").is_file()
+    # held-out pairs scored before and after by the same bi-encoder scorer; three steps moved its scores
+    assert dual["accuracy_before"] is not None and dual["pairwise_accuracy"] is not None
+    assert dual["score_shift"] > 0 and not dual["stalled"]
 
 
 def test_the_published_neural_reference_numbers_reproduce_with_verify(shared_data, cli):

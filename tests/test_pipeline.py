@@ -11,7 +11,7 @@ import time
 import pandas as pd
 
 from bench.cli import main
-from conftest import ROOT
+from conftest import ROOT, ctrl_c_reaches_python
 
 DEMO_EXPERIMENT = {
     "name": "e2e",
@@ -66,7 +66,8 @@ def test_an_interrupted_run_resumes_from_its_finished_stages(write_config, tmp_p
     cfg = write_config({**DEMO_EXPERIMENT, "name": "resume"})
     out = tmp_path / "results" / "resume"
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(cfg)], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=ctrl_c_reaches_python)
     deadline = time.time() + 120
     while not list((out / "retrieve").glob("*/_DONE.json")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)

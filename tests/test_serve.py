@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, ctrl_c_reaches_python
 
 TOKEN = "s3cret-test-token"
 SYSTEM = {"name": "tiny-qwen2-zeroshot", "model": "tiny-qwen2", "prompt": "chat", "batch_size": 8, "max_length": 256}
@@ -77,7 +77,7 @@ def server(tmp_path_factory):
         log = open(tmp / "serve.log", "w+")
         proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "serve", str(config)], cwd=ROOT, stdout=log,
                                 stderr=subprocess.STDOUT, env={**os.environ, "RERANK_TEST_TOKEN": TOKEN},
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=ctrl_c_reaches_python)
         if wait_healthy(proc, base, log):
             break
         log.seek(0)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, ctrl_c_reaches_python, run_cli
 
 TINY_HYPER = {"epochs": 1, "max_steps": 8, "batch_size": 4, "max_length": 192, "lr": 0.002, "lora_r": 4,
               "lora_alpha": 8, "logging_steps": 2, "save_steps": 2}
@@ -38,7 +38,7 @@ def start_cli(*args, log: Path) -> subprocess.Popen:
     """The CLI in its own session, so that the test can stop it and its Ray cluster as one group."""
     f = open(log, "w")
     return subprocess.Popen([sys.executable, "-m", "bench.cli", *map(str, args)], stdout=f, stderr=subprocess.STDOUT,
-                            cwd=ROOT, start_new_session=True)
+                            cwd=ROOT, start_new_session=True, preexec_fn=ctrl_c_reaches_python)
 
 
 def kill_group(proc: subprocess.Popen) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, ctrl_c_reaches_python, run_cli
 
 DEMO = {"data": [{"name": "envri-demo", "loader": "demo", "max_queries": 16}],
         "splits": {"scheme": "random", "train": 0.5, "valid": 0.25, "test": 0.25},
@@ -82,7 +82,8 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(write_confi
     sweep_dir = out / "tune" / "ray" / "sweep"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "tune", str(path)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=ctrl_c_reaches_python)
     deadline = time.time() + 300
     try:
         while _completed_trials(sweep_dir) < 1 and proc.poll() is None and time.time() < deadline:
