@@ -119,7 +119,7 @@ class LoopbackCluster:
                 os.killpg(p.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        deadline = time.time() + 15
+        deadline = time.time() + 5  # then SIGKILL for what ignored SIGTERM
         for p in reversed(self.procs):
             try:
                 p.wait(timeout=max(0.1, deadline - time.time()))

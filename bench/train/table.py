@@ -43,9 +43,15 @@ def table1(results: list[CellResult]) -> pd.DataFrame:
         col = r.cell.entry.label + (f" @{r.cell.dataset}" if len(datasets) > 1 else "")
         rows.setdefault(r.cell.method, {})[col] = _fmt(r)
     df = pd.DataFrame.from_dict(rows, orient="index")
-    df = df.reindex([m for m in METHOD_ORDER if m in rows])
+    df = df.reindex([m for m in METHOD_ORDER if m in rows]).fillna("-")  # "-": the model does not train that method
     df.index.name = "method"
     return df
+
+
+def _startup(r: CellResult) -> str:
+    """The lane start-up a cell shared, or "-" where it is not known (a cell cached from an older run)."""
+    seconds = (r.metrics.get("lane") or {}).get("startup_seconds")
+    return "-" if seconds is None else f"{seconds:.1f}"
 
 
 def write_table1(results: list[CellResult], out_dir: Path, provenance: dict, title: str) -> dict[str, Path]:
@@ -67,7 +73,7 @@ def write_table1(results: list[CellResult], out_dir: Path, provenance: dict, tit
                "training) vs seconds inside trainer.train(); the lane's start-up is shared by its cells.", "",
                "| cell | wall s | trainer s | lane start-up s (shared) |", "|:--|--:|--:|--:|"]
         md += [f"| {r.cell.name} | {r.metrics['seconds']:.1f} | {r.metrics.get('train_seconds', 0):.1f} | "
-               f"{(r.metrics.get('lane') or {}).get('startup_seconds', float('nan')):.1f} |" for r in timing]
+               f"{_startup(r)} |" for r in timing]
         md.append("")
     md.append(f"config {provenance.get('config_hash')} · seed {provenance.get('seed')} · "
               f"commit {str(provenance.get('git_commit'))[:10]}")
