@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -134,6 +135,16 @@ def lanes_of(cells: list[Cell], n_lanes: int) -> list[list[Cell]]:
     return [sorted(lane, key=lambda c: order[c.key]) for lane in lanes if lane]
 
 
+def _tell_deepspeed_the_driver_has_no_gpu() -> None:
+    """DeepSpeed, imported by the driver through trl/accelerate, prints "Setting accelerator to CPU"
+    on the console when it finds no GPU. Make the same decision up front, for this process only
+    (the workers decide on their own nodes, where a GPU may be)."""
+    import torch
+
+    if "DS_ACCELERATOR" not in os.environ and not torch.cuda.is_available():
+        os.environ["DS_ACCELERATOR"] = "cpu"
+
+
 class TrainGrid:
     def __init__(self, pipeline, cfg: TrainConfig | None = None):
         """`cfg`: the grid to plan (default the experiment's `train:`; a sweep passes its base)."""
@@ -143,6 +154,7 @@ class TrainGrid:
         self.root = pipeline.out_dir / "train"
         self._lock = threading.Lock()
         self._announced: dict[str, dict] = {}
+        _tell_deepspeed_the_driver_has_no_gpu()
 
     # ------------------------------------------------------------------ plan
     def datasets(self) -> list[str]:
@@ -255,6 +267,7 @@ class TrainGrid:
         for c in cells:
             if self.p.cache.is_done("train", c.key):
                 results[c.key] = self._result(c, self.p.cache.path("train", c.key), cached=True)
+                self.p.cache.reused.append(("train", c.key))  # counted on the stage line as cached
                 log.info("train %s: state=cached", c.name)
         lanes = [lane for lane in lanes_of(cells, self.cfg.max_concurrent_cells)
                  if any(c.key not in results for c in lane)]
@@ -295,7 +308,7 @@ class TrainGrid:
         if state == "trained":
             acc = _acc(event.get("accuracy_before"), event.get("pairwise_accuracy"))
             log.info("train %s: state=done loss=%.4f pairwise_acc=%s in %.0fs (trainer %.1fs)%s", c.name,
-                     event.get("final_loss") or float("nan"), acc, event.get("seconds") or 0,
+                     float("nan") if event.get("final_loss") is None else event["final_loss"], acc, event.get("seconds") or 0,
                      event.get("train_seconds") or 0, " [stalled: did not learn]" if event.get("stalled") else "")
             with self._lock:
                 self._announced[c.key] = event
@@ -314,6 +327,10 @@ class TrainGrid:
     def _materialize(self, c: Cell, path: str) -> Path:
         """Copy a finished cell from its lane checkpoint into the cache (atomic; once)."""
         from bench.train.methods import fetch_cell_output
+
+        with self._lock:
+            if self.p.cache.is_done("train", c.key):  # copied already when the worker announced it
+                return self.p.cache.path("train", c.key)
 
         def build(tmp: Path) -> None:
             import shutil
