@@ -91,3 +91,32 @@ def test_api_key_is_never_logged_or_written(server, tmp_path, monkeypatch, caplo
     for f in (tmp_path / "cache").rglob("*"):
         if f.is_file():
             assert secret not in f.read_text()
+
+
+def test_ctrl_c_stops_sending_the_queued_prompts(server, tmp_path):
+    """Ctrl-C during the reason stage: the prompts still queued are never sent (a plain thread pool's
+    exit ran every queued request first - each one paid for on GPT-4o - before the interrupt got out)."""
+    import signal
+    import threading
+
+    n_prompts = 40 * 2
+    sent_before = stats(server)["requests"]
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background pytest ignores SIGINT
+
+    def press_ctrl_c_after_three_replies():
+        deadline = time.time() + 120
+        while stats(server)["requests"] - sent_before < 3 and time.time() < deadline:
+            time.sleep(0.05)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    presser = threading.Thread(target=press_ctrl_c_after_three_replies, daemon=True)
+    try:
+        presser.start()
+        with pytest.raises(KeyboardInterrupt):
+            reason_items(items(n_prompts // 2, "c"), config(server, concurrency=2), tmp_path / "cache")
+    finally:
+        presser.join(timeout=130)
+        signal.signal(signal.SIGINT, previous)
+    time.sleep(2)  # the two requests in flight may still land
+    sent = stats(server)["requests"] - sent_before
+    assert sent <= 3 + 2 + 2, f"{sent} of {n_prompts} prompts were sent (Ctrl-C after 3 replies)"

@@ -14,7 +14,6 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from bench.console import progress_enabled
 
 from bench.artifacts import content_hash, write_json_atomic
 from bench.errors import InputError
+from bench.pools import interruptible_pool
 from bench.reason.config import ReasonConfig
 
 log = logging.getLogger("bench")
@@ -292,7 +292,8 @@ class OpenAIBackend(Backend):
             log.error("reason openai: %s; %d prompts marked as failed", why, len(requests))
             return [Reply(None, "error", why) for _ in requests]
         replies: list[Reply | None] = [None] * len(requests)
-        with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool, \
+        # interruptible: a Ctrl-C stops sending the queued prompts (with a plain pool it sent them all)
+        with interruptible_pool(self.cfg.concurrency, "reason") as pool, \
                 tqdm(total=len(requests), desc=f"reason openai:{self.cfg.model}", unit="prompt", mininterval=2, disable=not progress_enabled(), leave=False) as bar:
             futures = {pool.submit(self.one, r): i for i, r in enumerate(requests)}
             from concurrent.futures import as_completed

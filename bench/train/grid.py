@@ -27,13 +27,13 @@ import os
 import re
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import __version__
 from bench.artifacts import content_fingerprint, content_hash
 from bench.errors import InputError
+from bench.pools import interruptible_pool
 from bench.data.pairs import TrainingData
 from bench.train.config import METHOD_ORDER, METHODS, ModelEntry, TrainConfig
 
@@ -276,7 +276,7 @@ class TrainGrid:
         if lanes:
             self._start_ray()
             on_event(lambda e: self._on_event(e, by_key))
-            with ThreadPoolExecutor(max_workers=len(lanes), thread_name_prefix="lane") as pool:
+            with interruptible_pool(len(lanes), "lane") as pool:  # Ctrl-C leaves the lanes at once
                 for lane_results in pool.map(lambda lane: self._run_lane(lane, results), lanes):
                     results.update(lane_results)
         ordered = [results[c.key] for c in cells]
