@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -109,3 +110,5 @@ def test_the_r2r_flow_trains_five_students_and_writes_the_r2r_tables(openai_serv
     summary = json.loads(next((root / "teacher").glob("*/summary.json")).read_text())
     assert summary["fallbacks"] == 0 and summary["reasons_ok"] == 42, summary
     assert all(r[1] == 4 for r in t3["rows"])  # four reference (query, document) pairs, each student wrote a reason
+    t3md = (root / "r2r_table3.md").read_text()
+    assert re.search(r"\|\s+4 \|", t3md) and "4.0000" not in t3md, t3md  # the count prints as a count

@@ -82,7 +82,9 @@ def write_r2r_tables(per_query: pd.DataFrame, systems: dict, results: list, exp,
                                       "table": {"columns": ["system", *t1.columns],
                                                 "rows": [[i, *row] for i, row in zip(t1.index, t1.values.tolist())]},
                                       "significance": sig.to_dict(orient="records")})
-    t3md = t3.to_markdown(floatfmt=".4f") if not t3.empty else "(no student reasons: no R2R cell finished)"
+    # per column: tabulate formats a row at a time, so the count would otherwise print as 20.0000
+    fmt = ["", *(".0f" if c == "n" else ".2f" if c == "BLEU" else ".4f" for c in t3.columns)]
+    t3md = t3.to_markdown(floatfmt=fmt) if not t3.empty else "(no student reasons: no R2R cell finished)"
     write_text_atomic(paths["table3_md"], "\n".join([
         f"# R2R Table 3: {exp.name}", "",
         "Each student's own direct-relevance reasons scored against the teacher's reasons for the same (query, "
