@@ -99,7 +99,7 @@ def test_a_killed_worker_restarts_and_a_crashed_grid_resumes_skipping_finished_c
     run (driver and cluster) while RM trains: the re-run keeps the finished SFT cell, resumes RM from
     its checkpoint, and both trained cells get Table 1 entries and leaderboard rows."""
     tree = grid_config(tmp_path, ["sft", "rm"], name="resume", max_failures=2)
-    tree["train"]["hyper"].update(max_steps=16)  # long enough for the worker kill to land mid-cell
+    tree["train"]["hyper"].update(max_steps=16, save_steps=4)  # the kills land mid-cell, after a checkpoint
     path = write_config(tree)
     results = tmp_path / "results"
     log1 = tmp_path / "run1.log"
