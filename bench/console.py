@@ -152,7 +152,24 @@ def log_file() -> Path | None:
     return _state["log_file"]
 
 
+@contextlib.contextmanager
+def library_output() -> Iterator[None]:
+    """Python-level output of library code run in the driver - a progress bar the library draws
+    itself (transformers' GGUF conversion), a logger that prints to stdout when it is created
+    (DeepSpeed's) - into the log file, where native output already goes. A no-op without a log file."""
+    if _state["stderr"] is None:
+        yield
+        return
+    if _state.get("library_stream") is None:  # kept open: a handler created inside may hold it for good
+        _state["library_stream"] = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="backslashreplace")
+    with contextlib.redirect_stdout(_state["library_stream"]), contextlib.redirect_stderr(_state["library_stream"]):
+        yield
+
+
 def close_log_file() -> None:
+    if _state.get("library_stream") is not None:  # flushed, not closed: a library's handler may still hold it
+        _state["library_stream"].flush()
+        _state["library_stream"] = None  # the next run's library output goes to the next run's log
     if _state["stderr"] is not None:  # give file descriptor 2 and sys.stderr back
         previous, saved = _state["stderr"]
         os.dup2(saved, 2)

@@ -7,6 +7,7 @@ local directory, which is what GPU clusters use (`meta-llama/Llama-3.1-8B`, ...)
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import shutil
 import tempfile
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from bench.errors import InputError
+
+log = logging.getLogger("bench")
 
 TINY_SEED = 1234
 # Bump when a preset's recipe changes: cached builds under another version are ignored.
@@ -206,7 +209,11 @@ def resolve_model(name: str) -> str:
             if not (target / "config.json").is_file():
                 tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
                 try:
-                    preset.build(tmp)
+                    from bench.console import library_output
+
+                    log.debug("model %s: building the preset once into %s", name, target)
+                    with library_output():  # the libraries' own progress bars and notices go to the log
+                        preset.build(tmp)
                     if target.exists():
                         shutil.rmtree(target)
                     os.replace(tmp, target)
