@@ -244,14 +244,14 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        # Threads still blocked in Ray calls (a training lane's fit) would hold the exit: leave at once.
-        lanes_running = _RUN.get("out_dir") is not None and threading.active_count() > 1
+        # Threads still blocked (a training lane's fit in Ray, an HTTP request) would hold the exit.
+        threads_running = _RUN.get("out_dir") is not None and threading.active_count() > 1
         print("rerank-bench: interrupted; finished stages are kept and a re-run resumes from them", file=sys.stderr)
         sys.stderr.flush()
-        if lanes_running:
-            # No ray.shutdown() under them (Ray would end this process with exit code 1): a reaper
-            # stops the local cluster's processes once this one is gone; a joined cluster reaps the
-            # driver's workers itself. See bench/reaper.py.
+        if threads_running:
+            # Leave at once. No ray.shutdown() under them (Ray would end this process with exit
+            # code 1): a reaper stops the local cluster's processes once this one is gone; a joined
+            # cluster reaps the driver's workers itself. See bench/reaper.py.
             from bench.reaper import reap_descendants_after_exit
 
             reap_descendants_after_exit()

@@ -32,7 +32,8 @@ QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_DATASETS_DISABLE_PROGRESS_
              # printed the bytecode that dill's `nestedglobals` disassembles into a StringIO.
              "RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "RAY_DEDUP_LOGS": "0"}
 
-_state = {"verbosity": 0, "log_file": None, "console": None, "file": None, "stderr": None}
+_state = {"verbosity": 0, "log_file": None, "console": None, "file": None, "stderr": None,
+          "library_stream": None}
 _event_handlers: list[Callable[[dict], None]] = []
 
 
@@ -160,14 +161,14 @@ def library_output() -> Iterator[None]:
     if _state["stderr"] is None:
         yield
         return
-    if _state.get("library_stream") is None:  # kept open: a handler created inside may hold it for good
+    if _state["library_stream"] is None:  # kept open: a handler created inside may hold it for good
         _state["library_stream"] = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="backslashreplace")
     with contextlib.redirect_stdout(_state["library_stream"]), contextlib.redirect_stderr(_state["library_stream"]):
         yield
 
 
 def close_log_file() -> None:
-    if _state.get("library_stream") is not None:  # flushed, not closed: a library's handler may still hold it
+    if _state["library_stream"] is not None:  # flushed, not closed: a library's handler may still hold it
         _state["library_stream"].flush()
         _state["library_stream"] = None  # the next run's library output goes to the next run's log
     if _state["stderr"] is not None:  # give file descriptor 2 and sys.stderr back

@@ -11,6 +11,7 @@ process waits until the CLI has exited, then stops them: SIGTERM, then SIGKILL a
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -18,8 +19,6 @@ import time
 
 def reap_descendants_after_exit() -> None:
     """Hand this process's descendants to a detached reaper (stdlib + psutil: starts in ~0.1 s)."""
-    import os
-
     import psutil
 
     family = [f"{p.pid}:{p.create_time()}" for p in psutil.Process().children(recursive=True)]
