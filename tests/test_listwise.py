@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bench.config import ListwiseSystem
 from bench.data.collection import Run
@@ -36,6 +38,25 @@ def test_windows_slide_from_the_bottom_to_the_top_and_cover_every_rank():
         spans = windows(depth, window, step)
         assert spans[-1][0] == 0 and spans[0][1] == depth
         assert set().union(*(range(s, e) for s, e in spans)) == set(range(depth))
+
+
+@given(depth=st.integers(1, 300), window=st.integers(2, 60), data=st.data())
+@settings(max_examples=400, deadline=None)
+def test_windows_cover_every_position_for_every_length(depth, window, data):
+    """Property (issue 18): for every list length L >= 1, window and step <= window, the windows cover
+    every position, the first ends at L, the last starts at 0, each is at most `window` long and lies in
+    the list. (rank_llm's loop gave no window at all when L == window - step, e.g. 10 with 20 / 10.)"""
+    step = data.draw(st.integers(1, window))
+    spans = windows(depth, window, step)
+    assert spans and spans[0][1] == depth and spans[-1][0] == 0
+    assert all(0 <= s < e <= depth and e - s <= window for s, e in spans)
+    assert set().union(*(range(s, e) for s, e in spans)) == set(range(depth))
+    assert [e for _, e in spans] == sorted((e for _, e in spans), reverse=True)
+
+
+def test_a_query_with_exactly_window_minus_step_candidates_is_reranked():
+    """Depth 10 with window 20 and step 10 used to produce no window: BM25 order, 0 calls, no warning."""
+    assert windows(10, 20, 10) == [(0, 10)]
 
 
 def test_a_listwise_reranker_over_malformed_answers_gives_complete_rankings_and_counts(openai_server, tmp_path):

@@ -192,14 +192,15 @@ def test_training_scoring_and_shap_read_the_same_input(tmp_path):
     fitted = scorer.fit(query, item)
     assert fitted.item_cut
     sft = sft_dataset(scorer.tokenizer, [{"query": query, "text": item, "relevant": True}], "chat", 96)
-    assert sft[0]["prompt"] == fitted.input
+    prompt_ids = fitted.encoding["input_ids"]  # compared as token ids (tests/test_parity.py: every method)
+    assert sft[0]["input_ids"][: len(prompt_ids)] == prompt_ids and sft[0]["completion_mask"].count(0) == len(prompt_ids)
     res = explain_item(scorer, query, item, ExplainConfig(nsamples=16, ks=[1]), seed=0)
     assert res["text"] == fitted.item and res["input"] == {"query_cut": False, "item_cut": True, "explained": "as ranked"}
     ranked = float(scorer.score([query], [item])[0])
     assert abs(res["full_score"] - ranked) < 1e-4, (res["full_score"], ranked)
     rm = build_scorer(spec.model_copy(update={"kind": "reward-head"}))
     ids = rm_dataset(rm.tokenizer, [{"query": query, "chosen": item, "rejected": "x"}], 96)[0]["chosen_ids"]
-    assert ids == rm.tokenizer(rm.fit(query, item).input, add_special_tokens=False)["input_ids"]
+    assert ids == rm.fit(query, item).encoding["input_ids"]
 
 
 def test_long_bright_queries_are_fitted_and_counted(shared_data):

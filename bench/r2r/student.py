@@ -14,13 +14,12 @@ import torch
 
 from bench.r2r import prompts
 from bench.r2r.config import VARIANTS
+from bench.rerank import prompts as rprompts
 from bench.r2r.losses import Combined
 
 
 def examples(cfg: dict, tok, stats: dict) -> list[dict]:
     """Tokenised training examples of a cell's teacher lists, for its variant."""
-    from bench.rerank import prompts as rprompts
-
     h, style = cfg["hyper"], cfg["prompt"]
     _, reasons = VARIANTS[cfg["method"]]
     fitter = rprompts.relevance_fitter(tok, h["max_length"], style)
@@ -54,8 +53,9 @@ def chat_prompt(tok, prompt: str) -> str:
 
 
 def generation_example(tok, prompt: str, target: str, max_length: int) -> dict:
-    """input_ids and labels (-100 on the prompt): the loss is on the reason's tokens only."""
-    p = tok(chat_prompt(tok, prompt), add_special_tokens=False)["input_ids"]
+    """input_ids and labels (-100 on the prompt): the loss is on the reason's tokens only. The prompt is
+    encoded as `write_reasons` encodes it when the student writes (`rerank.prompts.encode`)."""
+    p = rprompts.encode(tok, chat_prompt(tok, prompt))["input_ids"]
     t = tok(" " + target.strip() + (tok.eos_token or ""), add_special_tokens=False)["input_ids"]
     p = p[-(max_length - min(len(t), max_length // 2)):]  # keep the prompt's end (its question) if it is long
     t = t[: max_length - len(p)]
@@ -65,6 +65,12 @@ def generation_example(tok, prompt: str, target: str, max_length: int) -> dict:
 def _pad(seqs: list[list[int]], value: int, left: bool) -> torch.Tensor:
     width = max(len(s) for s in seqs)
     return torch.tensor([([value] * (width - len(s)) + s) if left else (s + [value] * (width - len(s))) for s in seqs])
+
+
+def _mask(seqs: list[list[int]], left: bool) -> torch.Tensor:
+    """1 on every real token, 0 on padding, from the lengths: never `ids != pad_id`, which hides real tokens
+    when the pad id also occurs in the text (SmolLM2's `<|im_end|>` is written into every chat prompt)."""
+    return _pad([[1] * len(s) for s in seqs], 0, left)
 
 
 def collate(pad_id: int):
@@ -98,16 +104,15 @@ class StudentTrainer:
                 total, logs = 0.0, {}
                 for q in inputs["queries"]:
                     ids = _pad(q["list_ids"], pad, left=True).to(device)
-                    logits = model(input_ids=ids, attention_mask=(ids != pad).long(), logits_to_keep=1).logits[:, -1, :]
+                    mask = _mask(q["list_ids"], left=True).to(device)
+                    logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=1).logits[:, -1, :]
                     scores = logits[:, yes_id] - logits[:, no_id]
                     gen = None
                     if q["gen"] and "gen" in terms:
                         gids = _pad([g["input_ids"] for g in q["gen"]], pad, left=False).to(device)
                         labels = _pad([g["labels"] for g in q["gen"]], -100, left=False).to(device)
-                        mask = torch.zeros_like(gids)
-                        for i, g in enumerate(q["gen"]):
-                            mask[i, : len(g["input_ids"])] = 1
-                        gen = model(input_ids=gids, attention_mask=mask, labels=labels).loss
+                        gmask = _mask([g["input_ids"] for g in q["gen"]], left=False).to(device)
+                        gen = model(input_ids=gids, attention_mask=gmask, labels=labels).loss
                     loss, parts = objective(scores, torch.tensor(q["ranks"], device=device), gen)
                     total = total + loss / len(inputs["queries"])
                     for k, v in parts.items():
@@ -128,7 +133,6 @@ def build_student(cfg: dict, common: dict, callback, stats: dict):
     from peft import get_peft_model
     from transformers import TrainingArguments
 
-    from bench.rerank import prompts as rprompts
     from bench.train.methods import _causal_lm, _lora, _tokenizer
 
     h = cfg["hyper"]
@@ -152,16 +156,15 @@ def write_reasons(model, tok, references: list[dict], max_new_tokens: int, passa
         return []
     prompts_ = [chat_prompt(tok, prompts.direct_prompt(r["query"], prompts.clip_words(r["text"], passage_words)))
                 for r in references]
-    was = tok.padding_side
-    tok.padding_side = "left"
     out = []
     model.eval()
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for start in range(0, len(prompts_), 4):
-            enc = tok(prompts_[start:start + 4], return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(next(model.parameters()).device) for k, v in enc.items()}
+            ids = [rprompts.encode(tok, p)["input_ids"] for p in prompts_[start:start + 4]]
+            enc = {"input_ids": _pad(ids, tok.pad_token_id, left=True).to(device),
+                   "attention_mask": _mask(ids, left=True).to(device)}
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
             for r, ids in zip(references[start:start + 4], gen[:, enc["input_ids"].shape[1]:]):
                 out.append({**r, "student": tok.decode(ids, skip_special_tokens=True).strip()})
-    tok.padding_side = was
     return out

@@ -151,9 +151,11 @@ class LocalGenerator:
     def generate(self, batch: list[list[dict]], max_new_tokens: int, temperature: float = 0.0,
                  seed: int = 0) -> list[dict]:
         torch = self.torch
-        texts = [self.prompt_text(m) for m in batch]
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, add_special_tokens=False,
-                             max_length=self.max_length - max_new_tokens)
+        from bench.rerank.prompts import encode
+
+        room = self.max_length - max_new_tokens
+        encoded = [encode(self.tokenizer, self.prompt_text(m)) for m in batch]  # BOS as every model input gets it
+        enc = self.tokenizer.pad([{k: v[:room] for k, v in e.items()} for e in encoded], return_tensors="pt")
         kwargs = {"do_sample": False} if temperature == 0 else {"do_sample": True, "temperature": temperature}
         with self.lock, torch.inference_mode():
             torch.manual_seed(seed)

@@ -78,13 +78,19 @@ def parse_permutation(text: str | None, n: int) -> Parsed:
 
 
 def windows(depth: int, window: int, step: int) -> list[tuple[int, int]]:
-    """(start, end) of each window, from the bottom of the list to the top (rank_llm's loop)."""
-    out = []
-    end, start = depth, depth - window
-    while end > 0 and start + step != 0:
-        start = max(start, 0)
+    """(start, end) of each window, from the bottom of the list to the top: the first ends at `depth`, each
+    next one `step` higher, the last starts at 0, so every position is covered for every depth >= 1.
+
+    (rank_llm's loop stops as soon as `start + step == 0`: a list of exactly `window - step` candidates -
+    depth 10 with window 20 and step 10 - got no window at all, hence first-stage order and no call.)"""
+    out: list[tuple[int, int]] = []
+    end = depth
+    while end > 0:
+        start = max(0, end - window)
         out.append((start, end))
-        end, start = end - step, start - step
+        if start == 0:
+            break
+        end -= step
     return out
 
 

@@ -13,6 +13,7 @@ item was cut, and the stages count those pairs.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -26,26 +27,94 @@ def user_message(query: str, text: str) -> str:
     return f"Query: {query}\nDocument: {text}\n{RELEVANCE_INSTRUCTION}"
 
 
+def prompt_style(tokenizer, style: str) -> str:
+    """The style actually used: `chat` needs a chat template; without one the plain form is used (and its answer)."""
+    return "chat" if style == "chat" and getattr(tokenizer, "chat_template", None) else "plain"
+
+
 def relevance_prompt(tokenizer, query: str, text: str, style: str = "plain") -> str:
     """Prompt whose next token is the relevance answer."""
-    if style == "chat" and getattr(tokenizer, "chat_template", None):
+    if prompt_style(tokenizer, style) == "chat":
         return tokenizer.apply_chat_template([{"role": "user", "content": user_message(query, text)}],
                                              add_generation_prompt=True, tokenize=False)
     return user_message(query, text) + "\nAnswer:"
 
 
-def answer_text(relevant: bool, style: str = "plain") -> str:
+# ---------------------------------------------------------------- token ids: one encoder for every path
+_ADDS_BOS: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+
+
+def adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer puts a BOS token before plain text by default (Llama-3, Mistral do; SmolLM2,
+    Qwen and GPT-2 style tokenizers do not)."""
+    try:
+        return _ADDS_BOS[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    bos = getattr(tokenizer, "bos_token_id", None)
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    default = tokenizer("a")["input_ids"]
+    found = bos is not None and default[:1] == [bos] and plain[:1] != [bos]
+    try:
+        _ADDS_BOS[tokenizer] = found
+    except TypeError:
+        pass
+    return found
+
+
+def encode(tokenizer, text: str) -> dict[str, list[int]]:
+    """The token ids a model reads for a rendered prompt: the text's own tokens (a chat template writes its
+    special tokens itself), with the tokenizer's BOS in front when it adds one by default and the text does
+    not start with it already; never an EOS. Every path that feeds a causal LM a prompt encodes it here -
+    scoring, SHAP and serving (through `InputFitter`), every training method (trl trainers get these ids
+    pre-tokenized instead of tokenizing the prompt string again with their own special-token rule), R2R
+    and PPO's reward lookup - so training sees exactly the ids that are scored: no missing or double BOS."""
+    ids = list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+    if adds_bos(tokenizer) and ids[:1] != [tokenizer.bos_token_id]:
+        ids = [tokenizer.bos_token_id] + ids
+    return {"input_ids": ids, "attention_mask": [1] * len(ids)}
+
+
+def answer_text(tokenizer, relevant: bool, style: str = "plain") -> str:
+    """The answer as the prompt's continuation: " yes" after the plain prompt's "Answer:"; after a chat
+    template's generation prompt, whatever the template itself writes before the word (read off a rendered
+    assistant turn: nothing for ChatML, a space for Mistral's `[/INST]`)."""
     word = POSITIVE if relevant else NEGATIVE
-    return word if style == "chat" else " " + word
+    if prompt_style(tokenizer, style) == "plain":
+        return " " + word
+    user = [{"role": "user", "content": "q"}]
+    try:
+        prompt = tokenizer.apply_chat_template(user, add_generation_prompt=True, tokenize=False)
+        turn = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": word}], tokenize=False)
+    except Exception:  # noqa: BLE001 - a template that cannot render an assistant turn: the bare word
+        return word
+    rest = turn[len(prompt):] if turn.startswith(prompt) else ""
+    return rest[: rest.index(word) + len(word)] if word in rest else word
 
 
 def answer_token_ids(tokenizer, style: str = "plain") -> tuple[int, int]:
-    """First token of the positive and negative answers: the two rows of the scoring neuron."""
-    pos = tokenizer(answer_text(True, style), add_special_tokens=False)["input_ids"][0]
-    neg = tokenizer(answer_text(False, style), add_special_tokens=False)["input_ids"][0]
-    if pos == neg:
+    """The scoring neuron's two rows: the first token the model reads after the prompt when the answer is
+    "yes" / "no", taken from the encoding of prompt + answer (not of the answer alone, whose first token can
+    differ: "yes" vs " yes"). Raises if the prompt's ids are not a prefix of prompt + answer's."""
+    prompt = relevance_prompt(tokenizer, "q", "d", style)
+    base = encode(tokenizer, prompt)["input_ids"]
+    ids = []
+    for relevant in (True, False):
+        full = encode(tokenizer, prompt + answer_text(tokenizer, relevant, style))["input_ids"]
+        if full[: len(base)] != base or len(full) == len(base):
+            raise ValueError(f"the tokenizer merges the answer {answer_text(tokenizer, relevant, style)!r} into the "
+                             f"prompt's last token: the answer position is not a token boundary")
+        ids.append(full[len(base)])
+    if ids[0] == ids[1]:
         raise ValueError("tokenizer maps 'yes' and 'no' to the same first token")
-    return pos, neg
+    return ids[0], ids[1]
+
+
+def answer_ids(tokenizer, relevant: bool, style: str = "plain") -> list[int]:
+    """What training appends to a prompt: the answer's token, then EOS (as trl appended to completions)."""
+    pos, neg = answer_token_ids(tokenizer, style)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    return [pos if relevant else neg] + ([eos] if eos is not None else [])
 
 
 @dataclass(frozen=True)
@@ -176,12 +245,12 @@ class InputFitter:
 def relevance_fitter(tokenizer, max_length: int, style: str) -> InputFitter:
     """The relevance prompt (zero-shot, SFT, DPO, PPO, GRPO, RLOO): ends at the answer position."""
     return InputFitter(tokenizer, max_length, lambda q, d: relevance_prompt(tokenizer, q, d, style),
-                       lambda s: tokenizer(s, add_special_tokens=False, verbose=False), reserve=ANSWER_RESERVE)
+                       lambda s: encode(tokenizer, s), reserve=ANSWER_RESERVE)
 
 
 def message_fitter(tokenizer, max_length: int) -> InputFitter:
     """The bare user message a reward head reads (reward modelling)."""
-    return InputFitter(tokenizer, max_length, user_message, lambda s: tokenizer(s, add_special_tokens=False, verbose=False))
+    return InputFitter(tokenizer, max_length, user_message, lambda s: encode(tokenizer, s))
 
 
 def pair_fitter(tokenizer, max_length: int) -> InputFitter:

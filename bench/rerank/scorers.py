@@ -83,14 +83,38 @@ def _device() -> str:
 
 
 def load_tokenizer(model_dir: str, max_length: int, padding_side: str = "left"):
+    """The tokenizer every path uses (training, scoring, SHAP, serving), with a pad token that never occurs in
+    a prompt (`pad_token_for`)."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok.model_max_length = max_length
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+    pad = pad_token_for(tok)
+    if pad != tok.pad_token:
+        tok.pad_token = pad
     tok.padding_side = padding_side  # left: the answer position is the last one for every row
     return tok
+
+
+def pad_token_for(tok) -> str | None:
+    """A pad token whose id occurs in no prompt. Code that masks by `ids != pad_id` (trl's PPO, sequence
+    classification heads locating the last token) would otherwise hide real prompt tokens: SmolLM2 pads with
+    `<|im_end|>`, which its chat template writes into every prompt. Tried in order: the tokenizer's own pad,
+    its unknown token, its other special tokens (never BOS), EOS; the first whose id neither relevance
+    prompt (chat, plain) nor the reward head's message contains."""
+    used: set[int] = set()
+    for style in ("chat", "plain"):
+        used |= set(prompts.encode(tok, prompts.relevance_prompt(tok, "q", "d", style))["input_ids"])
+    used |= set(prompts.encode(tok, prompts.user_message("q", "d"))["input_ids"])
+    specials = [t.content for _, t in sorted(getattr(tok, "added_tokens_decoder", {}).items()) if t.special]
+    candidates = [tok.pad_token, tok.unk_token, *specials, tok.eos_token]
+    for token in candidates:
+        if token is None or token == tok.bos_token:
+            continue
+        token_id = tok.convert_tokens_to_ids(token)
+        if token_id is not None and token_id not in used:
+            return token
+    return tok.pad_token or tok.eos_token  # every special token occurs in prompts: masks by length only
 
 
 def _apply_adapter(model, adapter: str | None):
@@ -127,7 +151,8 @@ class _HFScorer(Scorer):
         raise NotImplementedError
 
     def encode(self, inputs: list) -> dict:
-        return self._tokenizer(inputs, add_special_tokens=False)
+        encoded = [prompts.encode(self._tokenizer, text) for text in inputs]
+        return {k: [e[k] for e in encoded] for k in ("input_ids", "attention_mask")}
 
     def forward(self, batch) -> np.ndarray:
         raise NotImplementedError

@@ -368,8 +368,11 @@ class TrainGrid:
             if c.method == "ppo":
                 rm = next(r for r in lane + [d.cell for d in done.values()]
                           if r.method == "rm" and (r.entry.label, r.dataset) == (c.entry.label, c.dataset))
-                cfg["rm"] = {"model": rm.model_dir, "key": rm.key, "cell": rm.name,
-                             "adapter": str(done[rm.key].path / "adapter") if rm.key in done else None}
+                cfg["rm"] = {"model": rm.model_dir, "key": rm.key, "cell": rm.name, "adapter": None}
+                if rm.key in done:  # trained earlier: its adapter/ (LoRA) or model/ (full fine-tune)
+                    from bench.train.methods import reward_model_source
+
+                    cfg["rm"].update(reward_model_source(done[rm.key].path, rm.model_dir))
             cells.append(cfg)
         return {"cells": cells, "skip": sorted(k for k in done if k in {c.key for c in lane}),
                 "cpus_per_worker": self.cfg.scaling.cpus_per_worker,

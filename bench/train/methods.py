@@ -49,24 +49,31 @@ def _fitted(fitter, query: str, text: str, stats: dict):
 
 
 def sft_dataset(tok, items: list[dict], style: str, max_length: int, stats: dict | None = None):
-    """Prompt-completion pairs: the relevance prompt (fitted like the scorer's), then 'yes'/'no'."""
+    """Pre-tokenised prompt + completion: the relevance prompt's ids exactly as the scorer reads them (fitted
+    by the one rule, encoded by `prompts.encode`), then the answer token and EOS; the loss is on those two
+    (`completion_mask`). Handing trl ids, not strings, keeps its own special-token rule out of training."""
     from datasets import Dataset
 
     from bench.rerank import prompts
 
     fitter, stats = prompts.relevance_fitter(tok, max_length, style), stats if stats is not None else {}
-    return Dataset.from_list([{"prompt": _fitted(fitter, it["query"], it["text"], stats).input,
-                               "completion": prompts.answer_text(it["relevant"], style)} for it in items])
+    rows = []
+    for it in items:
+        prompt = _fitted(fitter, it["query"], it["text"], stats).encoding["input_ids"]
+        answer = prompts.answer_ids(tok, it["relevant"], style)
+        rows.append({"input_ids": prompt + answer, "completion_mask": [0] * len(prompt) + [1] * len(answer)})
+    return Dataset.from_list(rows)
 
 
 def dpo_dataset(tok, pairs: list[dict], style: str, max_length: int, stats: dict | None = None):
-    """Each preference pair -> 'yes' over 'no' for its chosen item, 'no' over 'yes' for its rejected one."""
+    """Each preference pair -> 'yes' over 'no' for its chosen item, 'no' over 'yes' for its rejected one,
+    pre-tokenised (prompt ids as the scorer reads them; `PretokenizedDPOTrainer` keeps them as they are)."""
     from datasets import Dataset
 
     from bench.rerank import prompts
 
     fitter, stats = prompts.relevance_fitter(tok, max_length, style), stats if stats is not None else {}
-    yes, no = prompts.answer_text(True, style), prompts.answer_text(False, style)
+    yes, no = prompts.answer_ids(tok, True, style), prompts.answer_ids(tok, False, style)
     rows, seen = [], set()
     for p in pairs:
         for text, good in ((p["chosen"], True), (p["rejected"], False)):
@@ -74,8 +81,8 @@ def dpo_dataset(tok, pairs: list[dict], style: str, max_length: int, stats: dict
             if key in seen:  # an item appears in up to 5 pairs: one example per item and label
                 continue
             seen.add(key)
-            prompt = _fitted(fitter, p["query"], text, stats).input
-            rows.append({"prompt": prompt, "chosen": yes if good else no, "rejected": no if good else yes})
+            prompt = _fitted(fitter, p["query"], text, stats).encoding["input_ids"]
+            rows.append({"prompt_ids": prompt, "chosen_ids": yes if good else no, "rejected_ids": no if good else yes})
     return Dataset.from_list(rows)
 
 
@@ -92,14 +99,14 @@ def rm_dataset(tok, pairs: list[dict], max_length: int, stats: dict | None = Non
         for p in pairs:
             row = {}
             for side in ("chosen", "rejected"):
-                enc = tok(*_fitted(fitter, p["query"], p[side], stats).input)
+                enc = _fitted(fitter, p["query"], p[side], stats).encoding
                 row[f"{side}_ids"], row[f"{side}_type_ids"] = enc["input_ids"], enc["token_type_ids"]
             rows.append(row)
         return Dataset.from_list(rows)
     fitter = prompts.message_fitter(tok, max_length)
 
     def encode(q, text):
-        return tok(_fitted(fitter, q, text, stats).input, add_special_tokens=False)["input_ids"]
+        return _fitted(fitter, q, text, stats).encoding["input_ids"]
 
     return Dataset.from_list([{"chosen_ids": encode(p["query"], p["chosen"]),
                                "rejected_ids": encode(p["query"], p["rejected"])} for p in pairs])
@@ -167,6 +174,18 @@ def restrict_to_answers(model, tok, style: str):
 
 
 # ----------------------------------------------------------------------------- PPO reward
+def reward_model_source(cell_dir, base_model: str) -> dict:
+    """How PPO loads a finished RM cell: the base model with the cell's LoRA `adapter/`, or the cell's
+    whole `model/` when the RM was fully fine-tuned (`hyper.full_finetune`)."""
+    cell_dir = Path(cell_dir)
+    if (cell_dir / "adapter").is_dir():
+        return {"model": base_model, "adapter": str(cell_dir / "adapter")}
+    if (cell_dir / "model").is_dir():
+        return {"model": str(cell_dir / "model"), "adapter": None}
+    raise FileNotFoundError(f"reward model cell {cell_dir} has neither adapter/ nor model/")
+
+
+
 class AnswerRewardModel:
     """The RM cell as PPO's reward model: the RM's score of (query, item), signed by the answer.
 
@@ -302,6 +321,34 @@ def _causal_lm(model_dir: str):
     return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
 
 
+def pretokenized_dpo_trainer():
+    """trl's DPOTrainer, except that a dataset already tokenised (`prompt_ids`, `chosen_ids`, `rejected_ids`: the
+    scorer's ids, `dpo_dataset`) is kept as it is: trl would tokenise prompt strings again with the tokenizer's
+    own special tokens (a BOS the scorer never reads, or a second one after a chat template's)."""
+    from trl import DPOTrainer
+
+    class PretokenizedDPOTrainer(DPOTrainer):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            if "prompt_ids" in dataset.column_names:
+                return dataset
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+    return PretokenizedDPOTrainer
+
+
+def encoded_prompts_trainer(trainer_cls, tok):
+    """trl's GRPO / RLOO trainer whose prompts are encoded by `prompts.encode` (the ids the scorer reads)
+    instead of the tokenizer's default special-token rule."""
+    from bench.rerank import prompts
+
+    class EncodedPromptsTrainer(trainer_cls):
+        def _tokenize_prompts(self, texts: list):
+            return [prompts.encode(tok, t)["input_ids"] for t in texts], None, {}
+
+    EncodedPromptsTrainer.__name__ = trainer_cls.__name__
+    return EncodedPromptsTrainer
+
+
 def build_trainer(cfg: dict, out_dir: str, callback, world: int, stats: dict | None = None):
     """The method's trl trainer; returns (trainer, tokenizer). `stats` receives the fitting counts."""
     method, h, style = cfg["method"], cfg["hyper"], cfg["prompt"]
@@ -331,13 +378,14 @@ def build_trainer(cfg: dict, out_dir: str, callback, world: int, stats: dict | N
                              data_collator=pair_preference_collator(tok.pad_token_id) if encoder else None,
                              peft_config=_lora(cfg, "SEQ_CLS"), callbacks=[callback]), tok
     if method == "dpo":
-        from trl import DPOConfig, DPOTrainer
+        from trl import DPOConfig
 
         tok = _tokenizer(model_dir, h["max_length"])
         data = dpo_dataset(tok, cfg["data"]["train_pairs"], style, h["max_length"], stats)
         args = DPOConfig(**common, max_length=h["max_length"], beta=h["dpo_beta"])
-        return DPOTrainer(model=_causal_lm(model_dir), args=args, train_dataset=data, processing_class=tok,
-                          peft_config=_lora(cfg, "CAUSAL_LM"), callbacks=[callback]), tok
+        return pretokenized_dpo_trainer()(model=_causal_lm(model_dir), args=args, train_dataset=data,
+                                          processing_class=tok, peft_config=_lora(cfg, "CAUSAL_LM"),
+                                          callbacks=[callback]), tok
     if method in ("grpo", "rloo"):
         from datasets import Dataset
 
@@ -363,8 +411,12 @@ def build_trainer(cfg: dict, out_dir: str, callback, world: int, stats: dict | N
         restrict_to_answers(model, tok, style)
         args = Config(**rl_common, num_generations=n, max_completion_length=h["rl_response_length"],
                       beta=0.0 if method == "grpo" else 0.05)
-        return Trainer(model=model, reward_funcs=relevance_reward, args=args, train_dataset=data,
-                       processing_class=tok, peft_config=_lora(cfg, "CAUSAL_LM"), callbacks=[callback]), tok
+        trainer = encoded_prompts_trainer(Trainer, tok)(
+            model=model, reward_funcs=relevance_reward, args=args, train_dataset=data, processing_class=tok,
+            peft_config=_lora(cfg, "CAUSAL_LM"), callbacks=[callback])
+        if getattr(trainer, "ref_model", None) is not None:  # a separate KL reference (no LoRA): same two tokens
+            restrict_to_answers(trainer.ref_model, tok, style)
+        return trainer, tok
     if method == "ppo":
         return _ppo_trainer(cfg, common, callback, stats)
     if method == "contrastive":
@@ -390,7 +442,7 @@ def _ppo_trainer(cfg: dict, common: dict, callback, stats: dict):
     tok = _tokenizer(model_dir, h["max_length"], padding_side="left")
     items = cfg["data"]["train_items"]
     rows = rl_prompts(tok, items, style, h["max_length"], stats)
-    prompt_ids = [tok(r["prompt"], add_special_tokens=False)["input_ids"] for r in rows]
+    prompt_ids = [prompts.encode(tok, r["prompt"])["input_ids"] for r in rows]
     rm = build_scorer(ScorerSpec(name="rm", kind="reward-head", model=cfg["rm"]["model"], adapter=cfg["rm"]["adapter"],
                                  max_length=h["max_length"], batch_size=cfg["score_batch_size"]))
     rm_scores = rm.score([r["query"] for r in rows], [r["text"] for r in rows])
@@ -652,7 +704,8 @@ def train_lane(config: dict) -> None:
                 emit_event(kind="cell", cell=cfg["cell"], key=key, state="resuming" if resume else "running",
                            pid=os.getpid())
             if cfg["method"] == "ppo" and cfg["rm"].get("key") in progress["done"]:
-                cfg["rm"]["adapter"] = str(Path(fetch_cell_output(progress["done"][cfg["rm"]["key"]])) / "adapter")
+                cfg["rm"].update(reward_model_source(fetch_cell_output(progress["done"][cfg["rm"]["key"]]),
+                                                     cfg["rm"]["model"]))
             if cfg["method"] == "ppo" and cfg["rm"].get("key") in progress["failed"]:
                 progress["failed"][key] = f"reward model cell {cfg['rm']['cell']} failed"
                 if rank == 0:
