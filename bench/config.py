@@ -8,6 +8,7 @@ validated exactly like the file.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -317,6 +318,11 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         msg = "required key is missing"
     elif first["type"] == "union_tag_invalid":
         msg = f"unknown loader {first.get('input', {}).get('loader') if isinstance(first.get('input'), dict) else ''!r}; expected one of {first['ctx']['expected_tags']}"
+    elif first["type"] == "value_error" and msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+        field = re.match(r"^(\w+): ", msg)  # a model check naming its field: "num_beams: ..." -> loc.num_beams
+        if field and loc:
+            loc, msg = f"{loc}.{field.group(1)}", msg[field.end():]
     value = first.get("input")
     shown = "" if first["type"] in ("missing", "union_tag_invalid") or isinstance(value, (dict, list)) else f" (got {value!r})"
     more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""

@@ -397,6 +397,7 @@ class Pipeline:
                            "missing", "out_of_range", "failed")}
                 totals["cost_usd"] = cost_usd(lw.reason_config(), totals["prompt_tokens"], totals["completion_tokens"])
                 totals["queries"] = len(qids)
+                totals["decoding"] = lw.decoding()  # provenance: the settings that decided the answers
                 run.save_trec(tmp / "run.trec")
                 write_json_atomic(tmp / "listwise.json", {"totals": totals, "per_query": per_query})
 
