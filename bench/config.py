@@ -165,6 +165,11 @@ class ListwiseSystem(LLMEndpoint):
     step: int = Field(10, ge=1, description="how far the window slides (bottom to top)")
     depth: int = Field(100, ge=2, description="first-stage candidates re-ranked per query")
     passage_words: int = Field(100, ge=1, description="each passage is cut to its first N words in the prompt")
+    prompt: Literal["rankgpt", "reasoning"] = Field(
+        "rankgpt", description="rankgpt: RankGPT's plain ranking prompt ('[2] > [1] > ...'); reasoning: R2R's "
+                               "single-call reasoning prompt (keywords, direct and comparative reasons, ranking, as "
+                               "one JSON answer; R2R Table 5 compares the two). Reasoning answers are long: give "
+                               "max_new_tokens ~60 per passage of the window")
     max_new_tokens: int = Field(200, ge=8)
     batch_size: int = Field(4, ge=1, description="local backend: prompts generated together")
     datasets: Optional[tuple[str, ...]] = Field(None, description="data sources it re-ranks; default every one")
