@@ -131,10 +131,12 @@ class ScorerSpec(StrictModel):
     """A model-based scorer: one batched call from (query, item) pairs to one score each."""
 
     name: str = Field(description="system name in the leaderboard")
-    kind: Literal["relevance-token", "reward-head", "cross-encoder", "bi-encoder"] = Field(
+    kind: Literal["relevance-token", "reward-head", "cross-encoder", "bi-encoder", "seq2seq"] = Field(
         "relevance-token", description="relevance-token: log-odds of 'yes' over 'no' of a causal LM; reward-head: "
                                        "scalar head of a causal LM; cross-encoder: (query, item) encoder logit; "
-                                       "bi-encoder: cosine of sentence embeddings")
+                                       "bi-encoder: cosine of sentence embeddings; seq2seq: an encoder-decoder "
+                                       "(monoT5-style) reading 'Query: q Document: d Relevant:', logit('true') - "
+                                       "logit('false') at the first decoder step")
     model: str = Field(description="preset name (see `rerank-bench models`), HF hub id or local dir")
     adapter: Optional[str] = Field(None, description="peft adapter dir applied on top of the model")
     prompt: Literal["chat", "plain"] = "chat"
