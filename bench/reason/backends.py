@@ -149,7 +149,9 @@ class LocalGenerator:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "left"
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        cuda = torch.cuda.is_available()  # a GPU when there is one (bf16), else the CPU in float32
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if cuda else torch.float32
+                                                          ).to("cuda" if cuda else "cpu").eval()
         self.max_length = max_length
         self.lock = threading.Lock()  # one generation at a time per model
 
@@ -167,6 +169,7 @@ class LocalGenerator:
         kwargs = {"do_sample": False} if temperature == 0 else {"do_sample": True, "temperature": temperature}
         if num_beams > 1:  # the best beam per prompt (num_return_sequences 1), no length penalty beyond the default
             kwargs.update(num_beams=num_beams, early_stopping=True)
+        enc = enc.to(self.model.device)
         with self.lock, torch.inference_mode():
             torch.manual_seed(seed)
             out = self.model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
