@@ -69,6 +69,11 @@ def test_the_separate_prompt_teacher_ranks_and_explains_with_a_fallback_and_a_ca
     assert q2.docids == ["q2d0", "q2d1", "q2d2"] and q2.ranking.startswith("fallback: the teacher's answer named no")
     assert len(q1.direct) == 3 and [(c["higher"], c["lower"]) for c in q1.compare] == [("q1d2", "q1d0"), ("q1d0", "q1d1")]
     assert summary["fallbacks"] == 1 and summary["reasons_ok"] == 10 and summary["ranking_malformed"] == 1
+    usage = summary["usage_by_type"]  # every call measured: 2 ranking calls, 6 direct and 4 comparative reasons
+    assert [(usage[t]["calls"], usage[t]["estimated"]) for t in ("ranking", "direct", "comparative")] == \
+        [(2, False), (6, False), (4, False)]
+    assert usage["ranking"]["completion_tokens"] == len("[3] > [1] > [2]".split()) + len("All three are fine.".split())
+    assert usage["direct"]["completion_tokens"] + usage["comparative"]["completion_tokens"] == 2 * 10
     requests = server_stats(openai_server)["requests"]
     again, summary2 = teach(cfg, queries, items, first, ["q1", "q2"], cache)  # every answer from the cache
     assert server_stats(openai_server)["requests"] == requests and [t.direct for t in again] == [t.direct for t in lists]

@@ -39,8 +39,9 @@ class TeacherConfig(LLMEndpoint):
         "json", description="json: R2R's single-call prompt, one JSON answer per query (keywords, ranking, direct "
                             "and comparative reasons; answers repaired and counted by bench.r2r.answers); separate: "
                             "a RankGPT ranking call plus one call per direct and per comparative reason")
-    json_max_new_tokens: int = Field(1024, ge=32, description="prompt json: new tokens of the one answer per query "
-                                                              "(~60 per passage of `depth`)")
+    json_max_new_tokens: int = Field(800, ge=32, description="prompt json: new tokens of the one answer per query "
+                                                             "(~60-80 per passage of `depth`; a local model's prompt "
+                                                             "then has 2048 minus this many tokens)")
     json_fallback: Literal["separate", "none"] = Field(
         "separate", description="prompt json: a query whose answer is not JSON of the asked shape (or whose "
                                 "request failed) gets its reasons from the separate prompts (separate), or none "
