@@ -86,3 +86,14 @@ def test_the_listwise_teacher_and_reranker_refuse_beam_search_over_the_openai_ap
         ListwiseSystem(name="x", kind="listwise", backend="openai", model="gpt-4o", num_beams=4)
     with pytest.raises(ValidationError, match="num_beams: 3 needs backend 'local'"):
         TeacherConfig(backend="openai", model="gpt-4o", num_beams=3)
+
+
+def test_a_greedy_teacher_needs_no_top_p_and_a_sampling_setting_without_sampling_is_refused():
+    from pydantic import ValidationError
+
+    from bench.r2r.config import TeacherConfig
+
+    assert (TeacherConfig().temperature, TeacherConfig().top_p) == (1.0, 0.9)  # R2R's teacher sampling
+    assert TeacherConfig(temperature=0).top_p == 1.0  # greedy: top_p off, as recorded in the decoding
+    with pytest.raises(ValidationError, match="top_p: 0.9 needs sampling"):
+        TeacherConfig(temperature=0, top_p=0.9)

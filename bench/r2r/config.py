@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from bench.config_base import StrictModel
 from bench.reason.config import LLMEndpoint
@@ -42,6 +42,14 @@ class TeacherConfig(LLMEndpoint):
     json_max_new_tokens: int = Field(800, ge=32, description="prompt json: new tokens of the one answer per query "
                                                              "(~60-80 per passage of `depth`; a local model's prompt "
                                                              "then has 2048 minus this many tokens)")
+    @model_validator(mode="before")
+    @classmethod
+    def _greedy_teacher(cls, data):
+        """temperature 0 (greedy) without a top_p: top_p 1, not R2R's 0.9 (which greedy decoding would ignore)."""
+        if isinstance(data, dict) and data.get("temperature") == 0 and "top_p" not in data:
+            data = {**data, "top_p": 1.0}
+        return data
+
     json_fallback: Literal["separate", "none"] = Field(
         "separate", description="prompt json: a query whose answer is not JSON of the asked shape (or whose "
                                 "request failed) gets its reasons from the separate prompts (separate), or none "
