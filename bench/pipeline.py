@@ -394,9 +394,11 @@ class Pipeline:
                 per_query = {q: vars(st) for q, st in stats.items()}
                 totals = {k: sum(st[k] for st in per_query.values()) for k in
                           ("calls", "prompt_tokens", "completion_tokens", "seconds", "cached", "malformed", "repeated",
-                           "missing", "out_of_range", "failed")}
+                           "missing", "out_of_range", "failed", "parse_errors", "answer_prompt_tokens",
+                           "answer_completion_tokens")}
                 totals["cost_usd"] = cost_usd(lw.reason_config(), totals["prompt_tokens"], totals["completion_tokens"])
                 totals["queries"] = len(qids)
+                totals["decoding"] = lw.decoding()  # provenance: the settings that decided the answers
                 run.save_trec(tmp / "run.trec")
                 write_json_atomic(tmp / "listwise.json", {"totals": totals, "per_query": per_query})
 
@@ -407,7 +409,7 @@ class Pipeline:
                 t = counts.get("totals", {})
                 st["note"] = (f"{t.get('calls', 0)} calls ({t.get('cached', 0)} cached), malformed {t.get('malformed', 0)}, "
                               f"repeated {t.get('repeated', 0)}, missing {t.get('missing', 0)}")
-            info = SystemInfo(lw.name, kind="listwise", params=lw.params or "", method="rankgpt")
+            info = SystemInfo(lw.name, kind="listwise", params=lw.params or "", method=_listwise_method(lw))
             out.append(SystemRun(info, name, run, key, {"listwise": counts}))
         return out
 
@@ -423,7 +425,7 @@ class Pipeline:
         ds, first = self.dataset(name), self.first_stage(name)
         train = ds.splits.get("train", [])[: cfg.max_queries] if cfg.max_queries else ds.splits.get("train", [])
         reference = ds.splits.get("test", [])[: cfg.reference_queries]
-        key = content_hash("teacher", 1, first.key, cfg.teacher.model_dump(exclude=set(cfg.teacher.TRANSPORT)), train,
+        key = content_hash("teacher", 2, first.key, cfg.teacher.model_dump(exclude=set(cfg.teacher.TRANSPORT)), train,
                            reference)
 
         def build(tmp: Path) -> None:
@@ -469,7 +471,7 @@ class Pipeline:
         for rs in self.exp.rerank.run_systems:
             systems[rs.name] = SystemInfo(rs.name, kind="run", params=rs.params or "")
         for lw in self.exp.rerank.listwise_systems:
-            systems[lw.name] = SystemInfo(lw.name, kind="listwise", params=lw.params or "", method="rankgpt")
+            systems[lw.name] = SystemInfo(lw.name, kind="listwise", params=lw.params or "", method=_listwise_method(lw))
         systems.update({info.name: info for _, info in self.system_specs()})
         return systems
 
@@ -535,6 +537,14 @@ class Pipeline:
             from bench.r2r.tables import write_r2r_tables
 
             write_r2r_tables(per_query, systems, self.train_results(), self.exp, self.out_dir, prov)
+            from bench.r2r.tables import write_r2r_cost
+
+            taught = list(self.exp.train.datasets) or [self.exp.data[0].name]
+            write_r2r_cost({d: self.teacher(d)["summary"] for d in taught}, self.exp, self.out_dir, prov)
+        if any(lw.prompt == "reasoning" for lw in self.exp.rerank.listwise_systems):  # R2R Table 5
+            from bench.r2r.tables import write_r2r_table5
+
+            write_r2r_table5(per_query, systems, board.listwise, self.exp, self.out_dir, prov)
         if self.exp.explain is not None:  # faithfulness, grounding, Table 2 text columns per system
             board.extra_columns.update(self.explanations())
         with stage("report", "leaderboard exports") as st:
@@ -646,3 +656,8 @@ def run_all(p: Pipeline) -> Leaderboard:
     if p.exp.explain is not None:
         p.explanations()
     return p.leaderboard()
+
+
+def _listwise_method(lw) -> str:
+    """A listwise system's method label: RankGPT's plain prompt, or R2R's reasoning prompt (R2R Table 5)."""
+    return "rankgpt-reasoning" if getattr(lw, "prompt", "rankgpt") == "reasoning" else "rankgpt"

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 FILES = ("leaderboard.md", "leaderboard.json", "leaderboard.csv", "significance.csv", "table1.md", "table1.json",
-         "r2r_table1.md", "r2r_table1.json", "r2r_table3.md", "r2r_table3.json", "config.resolved.json")
+         "r2r_table1.md", "r2r_table1.json", "r2r_table3.md", "r2r_table3.json", "r2r_table5.md", "r2r_table5.json",
+         "r2r_cost.md", "r2r_cost.json", "config.resolved.json")
 
 
 def main(argv: list[str] | None = None) -> int:

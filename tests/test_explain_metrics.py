@@ -42,3 +42,29 @@ def test_text_agreement_is_perfect_for_identical_texts_and_lower_for_unrelated_o
     diff = text_agreement(["Hourly CO2 at tall towers in Europe."], ["A recipe for lemon cake with butter."])
     assert diff["bleu"] < 10 and diff["rougeL"] < 0.3 and diff["cosine"] < 0.5 and diff["bertscore_f1"] < 0.9
     assert math.isnan(text_agreement([], [])["bleu"])
+
+
+def test_table2_text_columns_stay_for_every_dataset_with_their_scale_in_the_header():
+    """The paper's Table 2 text columns (top-1 item vs the experts' top item) for each of two data sources,
+    BLEU on the paper's 0-1 scale (sacrebleu's 0-100 / 100); before, they vanished with two sources."""
+    from bench.config import DemoSource, RetrieveConfig
+    from bench.data.loaders import load_source
+    from bench.evaluate.explanations import table2_text
+    from bench.explain.steps import leaderboard_columns
+    from bench.retrieve.bm25 import bm25_run
+
+    tables = {}
+    for name, n in (("demo-a", 3), ("demo-b", 5)):
+        col = load_source(DemoSource(name=name, loader="demo", max_queries=n))
+        run = bm25_run(col, RetrieveConfig())
+        tables[name] = table2_text(col, {"BM25": run}, sorted(col.queries)).to_dict(orient="records")
+    cols = leaderboard_columns({"table2_text": tables}, 10, [10])
+    for name in tables:
+        row = tables[name][0]
+        assert cols[f"{name} top1 BLEU [0,1]"]["BM25"] == pytest.approx(row["bleu"] / 100)
+        assert 0 <= cols[f"{name} top1 BLEU [0,1]"]["BM25"] <= 1
+        assert cols[f"{name} top1 ROUGE-L F [0,1]"]["BM25"] == pytest.approx(row["rougeL"])
+        assert cols[f"{name} top1 BERTScore F1 [0,1]"]["BM25"] == pytest.approx(row["bertscore_f1"])
+        assert cols[f"{name} top1 cosine [-1,1]"]["BM25"] == pytest.approx(row["cosine"])
+    one = leaderboard_columns({"table2_text": {"demo-a": tables["demo-a"]}}, 10, [10])  # one source: plain names
+    assert set(one) == {"top1 cosine [-1,1]", "top1 BERTScore F1 [0,1]", "top1 BLEU [0,1]", "top1 ROUGE-L F [0,1]"}

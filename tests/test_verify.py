@@ -14,6 +14,10 @@ def test_verify_bm25_prints_ok_for_scifact_and_dl19(shared_data, cli, tmp_path):
     assert any(line.startswith("OK") and "scifact BM25 nDCG@10: 0.676" in line for line in lines), res.stdout
     assert any(line.startswith("OK") and "dl19 BM25 nDCG@10: 0.5058" in line for line in lines), res.stdout
     assert "published 0.6789" in res.stdout
+    # R2R Table 5's BM25 "NDCG@5" of 50.6 on DL19 is BM25's nDCG@10: its nDCG@5 is 0.5278
+    assert any(line.startswith("OK") and "dl19 BM25 nDCG@5: 0.5278" in line and "published 0.5060" in line
+               for line in lines), res.stdout
+    assert "3 passed, 0 failed" in res.stdout
 
     # Against the published SciFact number ours is only within tolerance; a wrong number FAILs (exit 1).
     expected = tmp_path / "expected.yaml"

@@ -115,7 +115,8 @@ class TrainingData(TypedDict, total=False):
 
     train_items: list[dict]  # PointwiseItem records of the train split (SFT, PPO, GRPO, RLOO)
     train_pairs: list[dict]  # PreferencePair records of the train split (RM, DPO)
-    valid_pairs: list[dict]  # PreferencePair records of the valid split: held-out pairwise accuracy
+    valid_pairs: list[dict]  # PreferencePair records of the valid split: held-out pairwise accuracy and loss
+    valid_items: list[dict]  # PointwiseItem records of the valid split: held-out top-1 accuracy
     r2r_lists: list[dict]  # bench.r2r.teacher.TeacherList records (R2R students)
     r2r_texts: dict[str, str]  # docid -> text of the documents in those lists
     r2r_reference: list[dict]  # {qid, docid, query, text, teacher}: R2R Table 3's references

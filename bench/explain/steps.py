@@ -176,11 +176,17 @@ def leaderboard_columns(metrics: dict, k: int, ks: list[int]) -> dict[str, dict[
             cols.setdefault("AOPC suff", {})[system] = row["aopc_sufficiency"]
         if row.get("grounding_with") is not None:
             cols.setdefault(f"grounding@{k}", {})[system] = row["grounding_with"]
-    names = {"cosine": "top1 cosine", "bertscore_f1": "top1 BERTScore", "bleu": "top1 BLEU", "rougeL": "top1 ROUGE-L"}
     tables = metrics.get("table2_text", {})
-    for ds_rows in tables.values() if len(tables) == 1 else []:  # one dataset: plain columns, like the paper
+    for dataset, ds_rows in tables.items():  # every dataset keeps its columns (one dataset: plain names, like the paper)
         for row in ds_rows:
-            for m, col in names.items():
+            for m, (col, scale) in TABLE2_TEXT_COLUMNS.items():
                 if row.get(m) is not None:
-                    cols.setdefault(col, {})[row["system"]] = row[m]
+                    name = col if len(tables) == 1 else f"{dataset} {col}"
+                    cols.setdefault(name, {})[row["system"]] = row[m] * scale
     return cols
+
+
+# The paper's Table 2 text columns: metric key -> (leaderboard header with the metric's scale, factor to that
+# scale). sacrebleu reports BLEU on 0-100; the paper's Table 2 uses 0-1, so the column is BLEU / 100.
+TABLE2_TEXT_COLUMNS = {"cosine": ("top1 cosine [-1,1]", 1.0), "bertscore_f1": ("top1 BERTScore F1 [0,1]", 1.0),
+                       "bleu": ("top1 BLEU [0,1]", 0.01), "rougeL": ("top1 ROUGE-L F [0,1]", 1.0)}

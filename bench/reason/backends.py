@@ -83,7 +83,15 @@ class Backend(abc.ABC):
         self.cfg = cfg
 
     def params(self) -> dict:
-        return {"max_new_tokens": self.cfg.max_new_tokens, "temperature": self.cfg.temperature}
+        """Generation settings in the response-cache key. top_p and num_beams join only when they differ from
+        their defaults (1.0, 1), so responses cached before they existed keep their keys."""
+        params = {"max_new_tokens": self.cfg.max_new_tokens, "temperature": self.cfg.temperature}
+        top_p, beams = getattr(self.cfg, "top_p", 1.0), getattr(self.cfg, "num_beams", 1)
+        if top_p != 1.0:
+            params["top_p"] = top_p
+        if beams != 1:
+            params["num_beams"] = beams
+        return params
 
     @abc.abstractmethod
     def generate(self, requests: list[Request], on_reply=None) -> list[Reply]:
@@ -124,7 +132,9 @@ def _validated(text: str | None, finish_reason: str | None) -> tuple[str | None,
 
 # ---- local transformers ------------------------------------------------------------------
 class LocalGenerator:
-    """Batched chat generation with a local transformers model (also used by openai_app)."""
+    """Batched chat generation with a local transformers model (also used by openai_app): greedy (temperature 0),
+    sampling (temperature > 0, nucleus `top_p`), beam search (`num_beams` > 1) or beam-search sampling (both);
+    transformers' own `generate` decodes, given exactly these settings."""
 
     def __init__(self, model: str, max_length: int = 2048):
         import torch
@@ -139,7 +149,9 @@ class LocalGenerator:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "left"
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        cuda = torch.cuda.is_available()  # a GPU when there is one (bf16), else the CPU in float32
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if cuda else torch.float32
+                                                          ).to("cuda" if cuda else "cpu").eval()
         self.max_length = max_length
         self.lock = threading.Lock()  # one generation at a time per model
 
@@ -149,7 +161,7 @@ class LocalGenerator:
         return "\n\n".join(m["content"] for m in messages) + "\n"
 
     def generate(self, batch: list[list[dict]], max_new_tokens: int, temperature: float = 0.0,
-                 seed: int = 0) -> list[dict]:
+                 seed: int = 0, top_p: float = 1.0, num_beams: int = 1) -> list[dict]:
         torch = self.torch
         from bench.rerank.prompts import encode
 
@@ -157,10 +169,13 @@ class LocalGenerator:
         encoded = [encode(self.tokenizer, self.prompt_text(m)) for m in batch]  # BOS as every model input gets it
         enc = self.tokenizer.pad([{k: v[:room] for k, v in e.items()} for e in encoded], return_tensors="pt")
         kwargs = {"do_sample": False} if temperature == 0 else {"do_sample": True, "temperature": temperature}
+        if num_beams > 1:  # the best beam per prompt (num_return_sequences 1), no length penalty beyond the default
+            kwargs.update(num_beams=num_beams, early_stopping=True)
+        enc = enc.to(self.model.device)
         with self.lock, torch.inference_mode():
             torch.manual_seed(seed)
             out = self.model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                                      top_p=None, top_k=None, **kwargs)
+                                      top_p=top_p if temperature > 0 and top_p < 1.0 else None, top_k=None, **kwargs)
         new = out[:, enc["input_ids"].shape[1]:]
         results = []
         for row, mask in zip(new, enc["attention_mask"]):
@@ -174,7 +189,8 @@ class LocalGenerator:
 
 
 class LocalBackend(Backend):
-    """Offline: a local transformers model (e.g. SmolLM2-135M-Instruct), greedy by default."""
+    """Offline: a local transformers model (e.g. SmolLM2-135M-Instruct), greedy by default; honours
+    temperature, top_p and num_beams (beam search; beam-search sampling with temperature > 0)."""
 
     name = "local"
 
@@ -190,7 +206,8 @@ class LocalBackend(Backend):
                 chunk = requests[start:start + bs]
                 t0 = time.perf_counter()
                 try:
-                    outs = self.gen.generate([r.messages for r in chunk], self.cfg.max_new_tokens, self.cfg.temperature)
+                    outs = self.gen.generate([r.messages for r in chunk], self.cfg.max_new_tokens, self.cfg.temperature,
+                                             top_p=self.cfg.top_p, num_beams=self.cfg.num_beams)
                 except Exception as e:  # e.g. out of memory: mark this chunk, keep the rest
                     log.error("reason local: generation failed for %d prompts: %s", len(chunk), e)
                     replies += [Reply(None, "error", f"{type(e).__name__}: {e}", attempts=1) for _ in chunk]
@@ -211,7 +228,8 @@ class LocalBackend(Backend):
 class OpenAIBackend(Backend):
     """Any OpenAI-compatible endpoint through the `openai` client, with retries and a concurrency cap.
 
-    Retries (tenacity, exponential backoff with jitter) cover 429, 5xx, timeouts and connection
+    Sends temperature and top_p with every request; the API has no beam search (num_beams > 1 is an
+    input error before any request). Retries (tenacity, exponential backoff with jitter) cover 429, 5xx, timeouts and connection
     errors; the client's own retries are off so each attempt is counted. The API key is read
     from the environment variable named in config and never logged or written.
     """
@@ -267,7 +285,7 @@ class OpenAIBackend(Backend):
                     attempts += 1
                     resp = self.client.chat.completions.create(
                         model=self.cfg.model, messages=request.messages, max_tokens=self.cfg.max_new_tokens,
-                        temperature=self.cfg.temperature)
+                        temperature=self.cfg.temperature, top_p=self.cfg.top_p)
         except self.openai.APIStatusError as e:
             return Reply(None, "error", f"HTTP {e.status_code} after {attempts} attempt(s): {_short(e)}",
                          attempts=attempts, seconds=round(time.perf_counter() - t0, 3))
@@ -319,7 +337,8 @@ def _short(e: BaseException | None, n: int = 160) -> str:
 
 # ---- in-process vLLM in Ray actors (GPU nodes) -------------------------------------------------
 class VLLMBackend(Backend):
-    """vLLM engines inside Ray actors (one per GPU by default). Needs the 'vllm' extra on GPU nodes."""
+    """vLLM engines inside Ray actors (one per GPU by default). Needs the 'vllm' extra on GPU nodes.
+    Honours temperature and top_p (vLLM's SamplingParams); no beam search (num_beams > 1 is an input error)."""
 
     name = "vllm"
 
@@ -341,7 +360,8 @@ class VLLMBackend(Backend):
         actors = [actor_cls.options(num_gpus=self.cfg.gpus_per_actor).remote(model) for _ in range(self.cfg.actors)]
         try:
             shards = [requests[i::len(actors)] for i in range(len(actors))]
-            outs = ray.get([a.generate.remote([r.messages for r in s], self.cfg.max_new_tokens, self.cfg.temperature)
+            outs = ray.get([a.generate.remote([r.messages for r in s], self.cfg.max_new_tokens, self.cfg.temperature,
+                                              self.cfg.top_p)
                             for a, s in zip(actors, shards)])
         finally:
             for a in actors:
@@ -365,10 +385,10 @@ def _vllm_actor_cls():
 
             self.llm = LLM(model=model)
 
-        def generate(self, batch, max_new_tokens, temperature):
+        def generate(self, batch, max_new_tokens, temperature, top_p=1.0):
             from vllm import SamplingParams
 
-            outs = self.llm.chat(batch, SamplingParams(max_tokens=max_new_tokens, temperature=temperature))
+            outs = self.llm.chat(batch, SamplingParams(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p))
             return [{"text": o.outputs[0].text, "prompt_tokens": len(o.prompt_token_ids),
                      "completion_tokens": len(o.outputs[0].token_ids), "finish_reason": o.outputs[0].finish_reason}
                     for o in outs]

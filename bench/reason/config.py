@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bench.config_base import StrictModel
 
@@ -26,7 +26,14 @@ class LLMEndpoint(StrictModel):
                                                       "default OPENAI_BASE_URL or api.openai.com")
     api_key_env: str = Field("OPENAI_API_KEY", description="openai: name of the env var holding the key (never logged)")
     max_new_tokens: int = Field(128, ge=1, le=4096)
-    temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy")
+    temperature: float = Field(0.0, ge=0, le=2, description="sampling temperature (every backend); 0 = greedy")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling: sample from the smallest set of tokens whose "
+                                                      "probability reaches top_p (every backend; needs temperature "
+                                                      "> 0); 1 = off")
+    num_beams: int = Field(1, ge=1, le=16, description="beam search width: local (transformers) backend only, with "
+                                                       "temperature > 0 it is beam-search sampling; the OpenAI API "
+                                                       "and the vllm backend have no beam search (> 1 there is an "
+                                                       "input error); 1 = off")
     concurrency: int = Field(4, ge=1, description="openai: requests in flight at once")
     max_retries: int = Field(6, ge=0, description="openai: retries on 429 / 5xx / timeouts / connection errors")
     timeout_s: float = Field(120.0, gt=0, description="openai: per-request timeout")
@@ -35,6 +42,23 @@ class LLMEndpoint(StrictModel):
     # fields that change how an answer is obtained, not which answer: left out of artifact keys
     TRANSPORT: ClassVar[tuple[str, ...]] = ("base_url", "api_key_env", "concurrency", "max_retries", "timeout_s",
                                             "batch_size")
+
+    @model_validator(mode="after")
+    def _decoding(self):
+        """Decoding settings a backend cannot honour are an input error, never silently ignored."""
+        if self.num_beams > 1 and self.backend != "local":
+            raise ValueError(f"num_beams: {self.num_beams} needs backend 'local' (transformers): "
+                             f"{'the OpenAI API has' if self.backend == 'openai' else 'the vllm backend has'} no "
+                             f"beam search; set num_beams: 1")
+        if self.top_p < 1.0 and self.temperature == 0:
+            raise ValueError(f"top_p: {self.top_p:g} needs sampling (temperature > 0); with temperature 0 "
+                             f"decoding is greedy and top_p would be ignored")
+        return self
+
+    def decoding(self) -> dict:
+        """The settings that decide which text is generated: in response-cache keys and provenance."""
+        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                "num_beams": self.num_beams}
 
     def reason_config(self) -> "ReasonConfig":
         """The reason stage's backend config for this endpoint (what `build_backend` takes)."""

@@ -11,7 +11,8 @@ without generating: the client has given up by then), `malformed` (HTTP 200 with
 without generating: a scripted malformed answer, e.g. `reply:[2] > [2] > [1]` or prose).
 `POST /admin/faults {"plan": [...]}` sets a new plan for the requests that follow.
 `GET /stats` reports how many requests arrived and how many generations each prompt got, so a
-test can check that no explanation was generated twice. Binds to 127.0.0.1 by default.
+test can check that no explanation was generated twice, and which sampling settings (temperature,
+top_p) the requests carried. Binds to 127.0.0.1 by default.
 """
 # No `from __future__ import annotations`: FastAPI must see the real `Request` class in handler signatures.
 import argparse
@@ -41,10 +42,10 @@ def create_app(model: str, served_name: str | None = None, faults: list[str] | N
     gen = LocalGenerator(model)
     name = served_name or model
     plan = list(faults or [])
-    state = {"requests": 0, "faults": Counter(), "generations": Counter()}
+    state = {"requests": 0, "faults": Counter(), "generations": Counter(), "sampling": Counter()}
     lock = threading.Lock()
     app = FastAPI(title="rerank-bench OpenAI-compatible server")
-    queue: list = []  # (messages, max_tokens, temperature, future): requests that arrive together share a batch
+    queue: list = []  # (messages, max_tokens, temperature, top_p, future): requests that arrive together share a batch
 
     async def batcher():
         while True:
@@ -53,16 +54,17 @@ def create_app(model: str, served_name: str | None = None, faults: list[str] | N
                 continue
             batch = [queue.pop(0) for _ in range(min(len(queue), max_batch))]
             groups: dict = {}
-            for item in batch:  # one generate call per (max_tokens, temperature)
-                groups.setdefault((item[1], item[2]), []).append(item)
-            for (max_tokens, temperature), items in groups.items():
+            for item in batch:  # one generate call per (max_tokens, temperature, top_p)
+                groups.setdefault((item[1], item[2], item[3]), []).append(item)
+            for (max_tokens, temperature, top_p), items in groups.items():
                 try:
-                    outs = await asyncio.to_thread(gen.generate, [i[0] for i in items], max_tokens, temperature)
+                    outs = await asyncio.to_thread(gen.generate, [i[0] for i in items], max_tokens, temperature,
+                                                   top_p=top_p)
                     for i, o in zip(items, outs):
-                        i[3].set_result(o)
+                        i[4].set_result(o)
                 except Exception as e:  # noqa: BLE001 - reported to each waiting request as a 500
                     for i in items:
-                        i[3].set_exception(e)
+                        i[4].set_exception(e)
 
     @app.on_event("startup")
     async def start_batcher():
@@ -80,7 +82,7 @@ def create_app(model: str, served_name: str | None = None, faults: list[str] | N
     async def stats():
         with lock:
             return {"requests": state["requests"], "faults": dict(state["faults"]),
-                    "generations": dict(state["generations"]),
+                    "generations": dict(state["generations"]), "sampling": dict(state["sampling"]),
                     "max_generations_per_prompt": max(state["generations"].values(), default=0)}
 
     @app.post("/admin/faults")
@@ -103,9 +105,12 @@ def create_app(model: str, served_name: str | None = None, faults: list[str] | N
         except (ValueError, KeyError, TypeError):
             return JSONResponse({"error": {"message": "body must be JSON with 'messages'", "type": "invalid_request_error"}},
                                 status_code=400)
+        temperature = float(body.get("temperature") or 0.0)  # absent: greedy, as this server always did
+        top_p = float(body.get("top_p") if body.get("top_p") is not None else 1.0)
         with lock:
             n = state["requests"]
             state["requests"] += 1
+            state["sampling"][f"temperature={temperature:g} top_p={top_p:g}"] += 1
             fault = plan[n] if n < len(plan) else None
             if fault:
                 state["faults"][fault.split(":")[0]] += 1
@@ -131,7 +136,7 @@ def create_app(model: str, served_name: str | None = None, faults: list[str] | N
                               "total_tokens": 1 + len(text.split())}}
         fut = asyncio.get_running_loop().create_future()
         queue.append((messages, int(body.get("max_tokens") or body.get("max_completion_tokens") or 128),
-                      float(body.get("temperature") or 0.0), fut))
+                      temperature, top_p, fut))
         try:
             out = await fut
         except Exception as e:  # noqa: BLE001

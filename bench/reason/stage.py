@@ -55,7 +55,7 @@ def reason_items(items: list[dict], cfg: ReasonConfig, cache_dir: Path) -> tuple
     prompt_tokens = sum(r.prompt_tokens for r in fresh)
     completion_tokens = sum(r.completion_tokens for r in fresh)
     summary = {
-        "backend": cfg.backend, "model": cfg.model, "prompts": len(reqs),
+        "backend": cfg.backend, "model": cfg.model, "decoding": cfg.decoding(), "prompts": len(reqs),
         "ok": sum(r.status == "ok" for r in replies), "cached": len(replies) - len(fresh),
         "failed": {s: sum(r.status == s for r in replies) for s in ("error", "malformed") if any(r.status == s for r in replies)},
         "attempts": sum(r.attempts for r in fresh),

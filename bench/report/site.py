@@ -82,7 +82,7 @@ def _method_label(info: dict) -> str:
     return info.get("method") or info.get("kind") or "?"
 
 
-TABLE_FILES = ("table1.json", "r2r_table1.json", "r2r_table3.json")
+TABLE_FILES = ("table1.json", "r2r_table1.json", "r2r_table3.json", "r2r_table5.json", "r2r_cost.json")
 
 
 def _tables(exp_dir: Path) -> list[dict]:

@@ -14,6 +14,12 @@ deviation is counted, never hidden:
 - `out_of_range`: an identifier outside [1, n] (ignored);
 - `missing`: an identifier never named: appended after the named ones, in their previous order.
 
+`prompt: reasoning` asks instead with R2R's single-call reasoning prompt (keywords, a direct and a
+comparative reason per passage, then the ranking, as one JSON answer: `bench.r2r.prompts`), whose answers
+are repaired by `bench.r2r.answers` and counted the same way, plus `parse_errors` (answers that were not
+JSON of the asked shape: their ranking is read from the identifiers in the text). R2R Table 5 compares
+the two prompts.
+
 Windows of different queries are independent, so each round of the slide asks for one window of
 every query at once (the backend batches or parallelises them); the LLM backends are the reason
 stage's (`openai` for GPT-4o or any OpenAI-compatible server, `vllm`, `local`), with their
@@ -107,12 +113,26 @@ class QueryStats:
     out_of_range: int = 0
     failed: int = 0  # requests that ended with an error: their window kept its order
     notes: list[str] = field(default_factory=list)
+    parse_errors: int = 0  # prompt "reasoning": answers that were not JSON of the asked shape
+    # tokens of every answer, cached ones included (a cached reply keeps its counts): what the answers cost
+    # when first generated, the same on every re-run (prompt_tokens / completion_tokens count fresh ones only)
+    answer_prompt_tokens: int = 0
+    answer_completion_tokens: int = 0
 
 
 def rerank_listwise(cfg, reason_cfg, queries: dict[str, str], items: dict[str, str], first_stage: Run,
-                    qids: list[str], cache) -> tuple[Run, dict[str, QueryStats]]:
-    """Sliding-window re-ranking of every query's top `cfg.depth`; returns the run and per-query counts."""
+                    qids: list[str], cache, answers: dict | None = None) -> tuple[Run, dict[str, QueryStats]]:
+    """Sliding-window re-ranking of every query's top `cfg.depth`; returns the run and per-query counts.
+    `answers`, when given, receives each window's reply and parsed answer: (qid, start, end) -> (docids of
+    the window before it was re-ordered, Reply, parsed answer)."""
     from bench.reason.backends import Request, build_backend, generate_cached
+
+    reasoning = getattr(cfg, "prompt", "rankgpt") == "reasoning"
+    if reasoning:
+        from bench.r2r.answers import parse_reasoning_answer as parse
+        from bench.r2r.prompts import reasoning_messages as messages
+    else:
+        parse, messages = parse_permutation, window_messages
 
     lists = {q: [d for d, _ in first_stage.ranked(q, cfg.depth)] for q in qids}
     stats = {q: QueryStats() for q in qids}
@@ -122,14 +142,16 @@ def rerank_listwise(cfg, reason_cfg, queries: dict[str, str], items: dict[str, s
     try:
         for r in range(rounds):
             asks = [(q, *plans[q][r]) for q in qids if r < len(plans[q])]
-            requests = [Request(f"{q}/{s}-{e}", window_messages(queries[q], [_words(items[d], cfg.passage_words)
-                                                                             for d in lists[q][s:e]]))
+            requests = [Request(f"{q}/{s}-{e}", messages(queries[q], [_words(items[d], cfg.passage_words)
+                                                                       for d in lists[q][s:e]]))
                         for q, s, e in asks]
             replies = generate_cached(backend, requests, cache)
             for (q, s, e), reply in zip(asks, replies):
                 st = stats[q]
                 st.calls += 1
                 st.cached += int(reply.cached)
+                st.answer_prompt_tokens += reply.prompt_tokens
+                st.answer_completion_tokens += reply.completion_tokens
                 if not reply.cached:
                     st.prompt_tokens += reply.prompt_tokens
                     st.completion_tokens += reply.completion_tokens
@@ -138,12 +160,15 @@ def rerank_listwise(cfg, reason_cfg, queries: dict[str, str], items: dict[str, s
                     st.failed += 1
                     st.notes.append(f"window {s + 1}-{e}: {reply.message}; kept its order")
                     continue
-                parsed = parse_permutation(reply.text, e - s)
+                parsed = parse(reply.text, e - s)
+                st.parse_errors += int(bool(getattr(parsed, "parse_error", "")))
                 st.malformed += int(parsed.malformed)
                 st.repeated += parsed.repeated
                 st.missing += parsed.missing
                 st.out_of_range += parsed.out_of_range
                 window_docs = lists[q][s:e]
+                if answers is not None:
+                    answers[(q, s, e)] = (list(window_docs), reply, parsed)
                 lists[q][s:e] = [window_docs[i] for i in parsed.order]
     finally:
         backend.close()

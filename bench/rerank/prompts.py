@@ -256,3 +256,30 @@ def message_fitter(tokenizer, max_length: int) -> InputFitter:
 def pair_fitter(tokenizer, max_length: int) -> InputFitter:
     """A cross-encoder's (query, item) pair with the tokenizer's own special tokens ([CLS] q [SEP] d [SEP])."""
     return InputFitter(tokenizer, max_length, lambda q, d: (q, d), lambda p: tokenizer(*p, verbose=False))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Seq2seq point-wise scorers (monoT5, Nogueira et al. 2020; castorini/pygaggle's MonoT5): the encoder reads
+# "Query: q Document: d Relevant:" (with the tokenizer's own special tokens, T5's closing </s>), the decoder
+# starts from its start token, and the first decoder step's logits of "true" and "false" give the score.
+SEQ2SEQ_TEMPLATE = "Query: {query} Document: {item} Relevant:"
+SEQ2SEQ_POSITIVE, SEQ2SEQ_NEGATIVE = "true", "false"
+
+
+def seq2seq_input(query: str, item: str) -> str:
+    return SEQ2SEQ_TEMPLATE.format(query=query, item=item)
+
+
+def seq2seq_answer_ids(tokenizer) -> tuple[int, int]:
+    """First token of "true" and of "false" (T5's sentencepiece: "▁true", "▁false"): the two rows of the neuron."""
+    pos = tokenizer(SEQ2SEQ_POSITIVE, add_special_tokens=False)["input_ids"][0]
+    neg = tokenizer(SEQ2SEQ_NEGATIVE, add_special_tokens=False)["input_ids"][0]
+    if pos == neg:
+        raise ValueError("tokenizer maps 'true' and 'false' to the same first token")
+    return pos, neg
+
+
+def seq2seq_fitter(tokenizer, max_length: int) -> InputFitter:
+    """The encoder input of a seq2seq scorer, fitted by this module's one rule (template and special tokens never
+    cut; item first, then query). Nothing is reserved for the answer: it is read from the decoder."""
+    return InputFitter(tokenizer, max_length, seq2seq_input, lambda s: tokenizer(s, verbose=False))

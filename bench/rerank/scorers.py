@@ -15,6 +15,7 @@ Kinds (`SCORER_KINDS`, the `kind:` of a system):
 - `cross-encoder`: an encoder (`AutoModelForSequenceClassification`, one label) over the
   tokenizer's (query, item) pair; also the reward head of the `cross-encoder` training family.
 - `bi-encoder`: cosine of sentence-transformers embeddings of query and item (normalised).
+- `seq2seq`: an encoder-decoder (monoT5-style): logit("true") - logit("false") at the first decoder step.
 """
 from __future__ import annotations
 
@@ -270,8 +271,41 @@ class BiEncoderScorer(Scorer):
         return np.einsum("ij,ij->i", np.stack([q_emb[p.query] for p in pairs]), d_emb).astype(np.float32)
 
 
+class Seq2SeqScorer(_HFScorer):
+    """monoT5-style point-wise scorer of an encoder-decoder model (castorini's monoT5 convention): the encoder
+    reads "Query: q Document: d Relevant:" fitted by the one rule (`prompts.seq2seq_fitter`), the decoder takes
+    one step from its start token, and the score is logit("true") - logit("false") there - the log-odds of
+    "true" over "false", a monotone transform of pygaggle's log P(true | {true, false}) (same ranking)."""
+
+    padding_side = "right"
+
+    def make_fitter(self):
+        return prompts.seq2seq_fitter(self._tokenizer, self.spec.max_length)
+
+    def load(self, model_dir):
+        from transformers import AutoModelForSeq2SeqLM
+
+        model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, dtype=self.dtype)
+        return _apply_adapter(model, self.spec.adapter)
+
+    def __init__(self, spec, model_dir=None, *, model=None, tokenizer=None):
+        super().__init__(spec, model_dir, model=model, tokenizer=tokenizer)
+        self.pos_id, self.neg_id = prompts.seq2seq_answer_ids(self._tokenizer)
+        start = self.model.config.decoder_start_token_id
+        self.start_id = start if start is not None else self._tokenizer.pad_token_id
+
+    def encode(self, inputs):
+        return self._tokenizer(inputs)  # with the tokenizer's special tokens, as the fitter measured them
+
+    def forward(self, batch):
+        ids = batch["input_ids"]
+        start = self.torch.full((ids.shape[0], 1), self.start_id, dtype=ids.dtype, device=ids.device)
+        logits = self.model(input_ids=ids, attention_mask=batch["attention_mask"], decoder_input_ids=start).logits
+        return (logits[:, 0, self.pos_id] - logits[:, 0, self.neg_id]).float().cpu().numpy()
+
+
 SCORER_KINDS = {"relevance-token": RelevanceTokenScorer, "reward-head": RewardHeadScorer,
-                "cross-encoder": CrossEncoderScorer, "bi-encoder": BiEncoderScorer}
+                "cross-encoder": CrossEncoderScorer, "bi-encoder": BiEncoderScorer, "seq2seq": Seq2SeqScorer}
 
 
 def build_scorer(spec: ScorerSpec) -> Scorer:

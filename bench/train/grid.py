@@ -174,9 +174,15 @@ class TrainGrid:
         d, neg = self.cfg.depth, self.cfg.negatives
         data = {"train_items": as_records(pointwise_items(ds.collection, run, train_q, d, neg)),
                 "train_pairs": as_records(preference_pairs(ds.collection, run, train_q, d, negatives=neg)),
-                "valid_pairs": as_records(preference_pairs(ds.collection, run, valid_q, d, negatives=neg))}
+                "valid_pairs": as_records(preference_pairs(ds.collection, run, valid_q, d, negatives=neg)),
+                # every judged item of the valid queries: Table 1's top-1 accuracy
+                "valid_items": as_records(pointwise_items(ds.collection, run, valid_q, d, neg))}
         if any(m.startswith("r2r-") for m in self.cfg.methods):
-            data.update(self.p.teacher_data(name))
+            if getattr(self, "dry_run", False):  # `train --dry-run` asks no teacher: its lists decide the keys later
+                data.update({"r2r_lists": ["(the teacher's lists, once the teacher has run)"], "r2r_texts": {},
+                             "r2r_reference": []})
+            else:
+                data.update(self.p.teacher_data(name))
         unjudged = sum(not p["rejected_judged"] for p in data["train_pairs"])
         if unjudged:
             log.info("train data %s: %d of %d training pairs use an unjudged first-stage document as the rejected "

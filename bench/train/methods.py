@@ -548,6 +548,50 @@ def pairwise_accuracy(scores: dict, pairs: list[dict]) -> float | None:
     return float(wins / len(pairs))
 
 
+def held_out_rows(cfg: dict) -> list[dict]:
+    """What a cell scores on the valid split, before and after training: its preference pairs, and each
+    judged item of its queries as a (query, item) row (for top-1 accuracy). Scored once, in one pass."""
+    items = cfg["data"].get("valid_items") or []
+    return cfg["data"]["valid_pairs"] + [{"query": it["query"], "chosen": it["text"], "rejected": it["text"]}
+                                         for it in items]
+
+
+def pairwise_loss(scores: dict, pairs: list[dict]) -> float | None:
+    """The paper's Table 1 loss, the same for every method: mean over held-out pairs of the pairwise preference
+    loss -log sigmoid(s_chosen - s_rejected) of the cell's own scorer (its single neuron)."""
+    import numpy as np
+
+    if not pairs:
+        return None
+    margins = np.array([scores[(p["query"], p["chosen"])] - scores[(p["query"], p["rejected"])] for p in pairs],
+                       dtype=np.float64)
+    return float(np.mean(np.logaddexp(0.0, -margins)))  # softplus(-m) = -log sigmoid(m), stable for large |m|
+
+
+def top1_accuracy(scores: dict, items: list[dict]) -> tuple[float | None, int]:
+    """The paper's Table 1 top-1 accuracy: share of held-out queries whose top-scored judged item has the
+    query's highest grade (ties in grade all count as right; ties in score go to the first item of the list,
+    which is ordered by grade, then first-stage rank: the order the lists are built in). (accuracy, queries)."""
+    by_query: dict[str, list[dict]] = {}
+    for it in items:
+        by_query.setdefault(it["qid"], []).append(it)
+    hits = []
+    for rows in by_query.values():
+        best_grade = max(it["grade"] for it in rows)
+        top = max(range(len(rows)), key=lambda i: (scores[(rows[i]["query"], rows[i]["text"])], -i))
+        hits.append(rows[top]["grade"] == best_grade)
+    return (float(sum(hits) / len(hits)) if hits else None), len(hits)
+
+
+def paper_table1_metrics(before: dict, after: dict, cfg: dict) -> dict:
+    """Table 1's common columns, before and after training, from the held-out scores of `held_out_rows`."""
+    pairs, items = cfg["data"]["valid_pairs"], cfg["data"].get("valid_items") or []
+    top1_before, n_queries = top1_accuracy(before, items)
+    return {"pair_loss_before": pairwise_loss(before, pairs), "pair_loss": pairwise_loss(after, pairs),
+            "top1_before": top1_before, "top1_accuracy": top1_accuracy(after, items)[0],
+            "n_valid_queries": n_queries}
+
+
 def _zero_stage(trainer) -> int | None:
     """The ZeRO stage DeepSpeed actually ran with (None: no DeepSpeed engine)."""
     if not getattr(trainer, "is_deepspeed_enabled", False):
@@ -589,7 +633,7 @@ def train_cell(cfg: dict, work: Path, resume, progress: dict | None, rank: int, 
 
     trainer.remove_callback(PrinterCallback)  # our callback prints one progress line per logging step
     valid = cfg["data"]["valid_pairs"]
-    before = held_out_scores(cfg, trained_model(trainer, cfg["method"]), valid) if rank == 0 else {}
+    before = held_out_scores(cfg, trained_model(trainer, cfg["method"]), held_out_rows(cfg)) if rank == 0 else {}
     train_started = time.time()
     if resume is not None and cfg["method"] != "ppo":
         curve = Path(resume) / "curve.json"
@@ -615,7 +659,7 @@ def train_cell(cfg: dict, work: Path, resume, progress: dict | None, rank: int, 
         whole = h["full_finetune"] or cfg["method"] == "contrastive"  # a bi-encoder is saved whole
         target = final / ("model" if whole else "adapter")
         model = trained_model(trainer, cfg["method"])
-        after = held_out_scores(cfg, model, valid)
+        after = held_out_scores(cfg, model, held_out_rows(cfg))
         if cfg["method"] == "ppo":
             model.save_pretrained(str(target))
         else:
@@ -624,6 +668,7 @@ def train_cell(cfg: dict, work: Path, resume, progress: dict | None, rank: int, 
             tok.save_pretrained(str(target))
         metrics["accuracy_before"] = pairwise_accuracy(before, valid)
         metrics["pairwise_accuracy"] = pairwise_accuracy(after, valid)
+        metrics.update(paper_table1_metrics(before, after, cfg))  # common loss and top-1 accuracy (Table 1)
         shift = [abs(after[k] - before[k]) for k in after]
         metrics["score_shift"] = float(np.mean(shift)) if shift else None
         metrics["n_valid_pairs"] = len(valid)

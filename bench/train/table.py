@@ -1,9 +1,15 @@
-"""The paper's Table 1: rows methods, columns models, each cell "final loss / pairwise accuracy before -> after".
+"""The paper's Table 1: rows methods, columns models.
 
-Pairwise accuracy = share of held-out (valid split) preference pairs whose chosen item the
-cell's single-neuron scorer scores above the rejected one, measured with the untrained model
-(before) and the trained one (after). A cell whose scoring neuron did not move on the held-out
-items (or whose loss did not move) is flagged: it learned nothing.
+The paper's two columns, measured the same way for every cell on the held-out (valid split) queries,
+before -> after training (`bench.train.methods.paper_table1_metrics`, computed in the training worker):
+- pair loss: mean over held-out preference pairs of -log sigmoid(s_chosen - s_rejected), s = the cell's
+  own scoring neuron - one loss for every method (each trainer's own loss is not comparable: SFT's
+  cross-entropy beside PPO's policy loss);
+- top-1: share of held-out queries whose top-scored judged item has the query's highest grade.
+
+Then each trainer's own final loss and the pairwise accuracy (share of held-out pairs whose chosen item
+scores above the rejected one), before -> after, as extra columns. A cell whose scoring neuron did not
+move on the held-out items (or whose loss did not move) is flagged: it learned nothing.
 """
 from __future__ import annotations
 
@@ -36,6 +42,30 @@ def _fmt(r: CellResult) -> str:
     return f"{shown} / {_acc(m.get('accuracy_before'))} → {_acc(m.get('pairwise_accuracy'))}{flag}"
 
 
+def _moved(before, after, fmt: str) -> str:
+    if after is None:
+        return "n/a"
+    return f"{'n/a' if before is None else format(before, fmt)} → {format(after, fmt)}"
+
+
+def paper_table1(results: list[CellResult]) -> pd.DataFrame:
+    """The paper's columns per model: the common held-out pair loss and top-1 accuracy, before → after."""
+    datasets = list(dict.fromkeys(r.cell.dataset for r in results))
+    rows: dict[str, dict[str, str]] = {}
+    for r in results:
+        label = r.cell.entry.label + (f" @{r.cell.dataset}" if len(datasets) > 1 else "")
+        m = r.metrics
+        ok = r.status == "ok"
+        rows.setdefault(r.cell.method, {})[f"{label} pair loss"] = \
+            _moved(m.get("pair_loss_before"), m.get("pair_loss"), ".4f") if ok else "failed"
+        rows[r.cell.method][f"{label} top-1"] = \
+            _moved(m.get("top1_before"), m.get("top1_accuracy"), ".3f") if ok else "failed"
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df = df.reindex([m for m in METHOD_ORDER if m in rows]).fillna("-")
+    df.index.name = "method"
+    return df
+
+
 def table1(results: list[CellResult]) -> pd.DataFrame:
     datasets = list(dict.fromkeys(r.cell.dataset for r in results))
     rows: dict[str, dict[str, str]] = {}
@@ -56,12 +86,25 @@ def _startup(r: CellResult) -> str:
 
 def write_table1(results: list[CellResult], out_dir: Path, provenance: dict, title: str) -> dict[str, Path]:
     out_dir = Path(out_dir)
-    df = table1(results)
+    paper, own = paper_table1(results), table1(results)
+    df = paper.join(own.rename(columns=lambda c: f"{c} trainer loss / pairwise acc"))
+    order = [c for label in own.columns for c in (f"{label} pair loss", f"{label} top-1",
+                                                  f"{label} trainer loss / pairwise acc") if c in df.columns]
+    df = df[order]
     paths = {"md": out_dir / "table1.md", "csv": out_dir / "table1.csv", "json": out_dir / "table1.json"}
     failed = [f"- {r.cell.name}: {r.error}" for r in results if r.status != "ok"]
-    md = [f"# {title}", "", "Each cell: final training loss / pairwise accuracy on held-out (valid split) pairs, "
-          f"before → after training; {STALLED} = the cell did not learn (its scoring neuron or its loss did not move).",
-          "", df.to_markdown(), ""]
+    n_queries = max((r.metrics.get("n_valid_queries") or 0 for r in results), default=0)
+    n_pairs = max((r.metrics.get("n_valid_pairs") or 0 for r in results), default=0)
+    md = [f"# {title}", "",
+          f"The paper's Table 1, measured the same way for every cell on the held-out (valid split) queries "
+          f"({n_queries} queries, {n_pairs} preference pairs), before → after training. **pair loss**: mean of "
+          f"-log sigmoid(s_chosen - s_rejected) over the held-out pairs, s = the cell's own scoring neuron (one "
+          f"loss for every method; ln 2 = 0.6931 when the neuron cannot tell the items apart); **top-1**: share of "
+          f"held-out queries whose top-scored judged item has the query's highest grade.", "", paper.to_markdown(),
+          "", "Each trainer's own final loss (not comparable across methods: SFT's cross-entropy, RM's and DPO's "
+          "preference losses, PPO's policy loss) / pairwise accuracy on the held-out pairs, before → after training; "
+          f"{STALLED} = the cell did not learn (its scoring neuron or its loss did not move).", "", own.to_markdown(),
+          ""]
     stalled = [f"- {r.cell.name}" for r in results if r.status == "ok" and r.metrics.get("stalled")]
     if stalled:
         md += ["Cells that did not learn:", *stalled, ""]
@@ -82,7 +125,9 @@ def write_table1(results: list[CellResult], out_dir: Path, provenance: dict, tit
     cells = [{"name": r.cell.name, "model": r.cell.entry.model, "label": r.cell.entry.label, "family": r.cell.family,
               "params": r.cell.params, "method": r.cell.method, "dataset": r.cell.dataset, "key": r.cell.key,
               "status": r.status, "error": r.error, "path": str(r.path) if r.path else None,
-              **{k: r.metrics.get(k) for k in ("final_loss", "first_loss", "train_loss", "accuracy_before",
+              **{k: r.metrics.get(k) for k in ("pair_loss_before", "pair_loss", "top1_before", "top1_accuracy",
+                                               "n_valid_queries", "final_loss", "first_loss", "train_loss",
+                                               "accuracy_before",
                                                "pairwise_accuracy", "score_shift", "stalled", "n_valid_pairs", "steps",
                                                "samples", "seconds", "train_seconds", "samples_per_s", "fitting",
                                                "lane")}}
