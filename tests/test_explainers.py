@@ -291,3 +291,23 @@ def test_integrated_gradients_is_unsupported_on_a_bi_encoder():
     assert result["explainers"]["integrated_gradients"]["status"] == "unsupported"
     assert "bi-encoder" in result["explainers"]["integrated_gradients"]["message"]
     assert result["explainers"]["loo"]["status"] == "ok"
+
+
+def test_config_lists_explainers_by_registry_name_and_maps_to_settings():
+    from pydantic import ValidationError
+
+    from bench.explain.config import ExplainersConfig
+
+    cfg = ExplainersConfig(methods=[{"name": "kernel_shap", "params": {"nsamples": 64}},
+                                    {"name": "kernel_shap", "label": "ks512", "params": {"nsamples": 512}}],
+                           removal="mask", aopc_bins="ferret")
+    assert [ExplainerSpec.of(m).key for m in cfg.methods] == ["kernel_shap", "ks512"]
+    assert cfg.pair_settings() == PairSettings(removal="mask", aopc_bins="ferret")
+    assert cfg.ranking_settings().removal == "mask"
+    assert [m.name for m in ExplainersConfig().methods] == list(EXPLAINERS)
+    with pytest.raises(ValidationError, match="unknown explainer 'shap'"):
+        ExplainersConfig(methods=[{"name": "shap"}])
+    with pytest.raises(ValidationError, match="unknown parameter"):
+        ExplainersConfig(methods=[{"name": "integrated_gradients", "params": {"steps": 8}}])
+    with pytest.raises(ValidationError, match="listed twice"):
+        ExplainersConfig(methods=[{"name": "loo"}, {"name": "loo"}])
