@@ -40,8 +40,9 @@ def test_eraser_bins_round_up_and_keep_duplicate_bins():
     # 1 %, 5 %, 10 %, 20 % of 3 words round up to 1 word; 50 % of 3 = 1.5 -> 2 words
     assert bins.sizes == (1, 1, 1, 1, 2)
     assert bins.rationales == ((1,), (1,), (1,), (1,), (1, 0))
-    # floats: 10 % of 30 words is 3.0000000000000004; ERASER's rounding must still give 3, not 4
     assert fm.eraser_bins(np.arange(30.0)).sizes == (1, 2, 3, 6, 15)
+    # floats: 28 % of 25 words is 7.000000000000001; the ceiling must still give 7, not 8
+    assert fm.eraser_bins(np.arange(25.0), fractions=(0.28, 0.5)).sizes == (7, 13)
     assert fm.eraser_bins(np.arange(200.0)).sizes == (2, 10, 20, 40, 100)
 
 

@@ -99,7 +99,8 @@ def eraser_bins(values: Sequence[float], fractions: Sequence[float] = ERASER_FRA
     """ERASER: k = ceil(fraction * n) top words by signed value, every bin kept."""
     n = len(values)
     order = _descending(np.asarray(values, float))
-    # round() first: 0.1 * 30 is 3.0000000000000004 in floats, whose ceiling would be 4
+    # round() first: 0.28 * 25 is 7.000000000000001 in floats, whose ceiling would be 8 (ERASER's own
+    # fractions happen to be exact for every n, other fractions are not)
     sizes = tuple(min(n, math.ceil(round(f * n, 9))) for f in fractions) if n else ()
     return Bins("eraser", tuple(fractions) if n else (), sizes, tuple(tuple(int(i) for i in order[:k]) for k in sizes))
 

@@ -100,9 +100,10 @@ def ig_floor(scorer, pair, params, forward_rows: int) -> None:
             torch.autograd.grad(out, state["embeds"])
     finally:
         hook.remove()
-    with torch.no_grad():
-        extra = max(0, forward_rows - params.n_steps)
-        scorer.neuron({k: v.expand(extra, -1) for k, v in batch.items()}) if extra else None
+    extra = max(0, forward_rows - params.n_steps)  # Captum's input / baseline rows (layer values, delta)
+    if extra:
+        with torch.no_grad():
+            scorer.neuron({k: v.expand(extra, -1) for k, v in batch.items()})
 
 
 def _summary(shipped: list[Clock], floor: list[Clock], rows: list[int], backward: list[int]) -> dict:
@@ -137,8 +138,9 @@ def run(out_dir: Path) -> dict:
     samples = int(os.environ.get("RB_PERF_EXPLAINERS_SAMPLES", "32"))
     steps = int(os.environ.get("RB_PERF_EXPLAINERS_IG_STEPS", "16"))
     n_candidates = int(os.environ.get("RB_PERF_EXPLAINERS_CANDIDATES", "3"))
-    specs = [ExplainerSpec("kernel_shap", {"nsamples": samples}), ExplainerSpec("partition_shap", {"max_evals": samples}),
-             ExplainerSpec("loo"), ExplainerSpec("integrated_gradients", {"n_steps": steps, "internal_batch_size": 8}),
+    specs = [ExplainerSpec("kernel_shap", {"nsamples": samples}),
+             ExplainerSpec("partition_shap", {"max_evals": samples}), ExplainerSpec("loo"),
+             ExplainerSpec("integrated_gradients", {"n_steps": steps, "internal_batch_size": 8}),
              ExplainerSpec("lime", {"n_samples": samples}), ExplainerSpec("random")]
     settings = PairSettings(metrics=False, repeat_seed_offset=None)
     scorer = build_scorer(ScorerSpec(name="perf", model=model, prompt="chat", batch_size=64))
@@ -177,7 +179,8 @@ def run(out_dir: Path) -> dict:
     out = {"model": model, "items": n_items, "words_per_item": pair_words, "query": QUERY, "seed": 0,
            "settings": {"removal": settings.removal, "batch_size": settings.batch_size, "samples": samples,
                         "ig_steps": steps, "ig_internal_batch_size": 8},
-           "explainers": {name: _summary(p["shipped"], p["floor"], p["rows"], p["backward"]) for name, p in per.items()},
+           "explainers": {name: _summary(p["shipped"], p["floor"], p["rows"], p["backward"])
+                          for name, p in per.items()},
            "first_call_seconds": first_call}
     if n_candidates >= 2:
         recorder = RecordingScorer(scorer)
