@@ -155,8 +155,13 @@ class _HFScorer(Scorer):
         encoded = [prompts.encode(self._tokenizer, text) for text in inputs]
         return {k: [e[k] for e in encoded] for k in ("input_ids", "attention_mask")}
 
-    def forward(self, batch) -> np.ndarray:
+    def neuron(self, batch):
+        """The score of each row of a padded batch as a differentiable tensor (the model's one output
+        neuron, before any sigmoid): what `forward` returns as numbers and what gradient explainers attribute."""
         raise NotImplementedError
+
+    def forward(self, batch) -> np.ndarray:
+        return self.neuron(batch).float().cpu().numpy()
 
     def fit(self, query: str, item: str) -> prompts.FittedPair:
         return self.fitter.fit(query, item)
@@ -195,9 +200,9 @@ class RelevanceTokenScorer(_HFScorer):
         super().__init__(spec, model_dir, model=model, tokenizer=tokenizer)
         self.pos_id, self.neg_id = prompts.answer_token_ids(self._tokenizer, spec.prompt)
 
-    def forward(self, batch):
+    def neuron(self, batch):
         logits = self.model(**batch, logits_to_keep=1).logits[:, -1, :]
-        return (logits[:, self.pos_id] - logits[:, self.neg_id]).float().cpu().numpy()
+        return logits[:, self.pos_id] - logits[:, self.neg_id]
 
 
 class RewardHeadScorer(_HFScorer):
@@ -211,8 +216,8 @@ class RewardHeadScorer(_HFScorer):
         model.config.pad_token_id = self._tokenizer.pad_token_id
         return _apply_adapter(model, self.spec.adapter)
 
-    def forward(self, batch):
-        return self.model(**batch).logits[:, 0].float().cpu().numpy()
+    def neuron(self, batch):
+        return self.model(**batch).logits[:, 0]
 
 
 class CrossEncoderScorer(_HFScorer):
@@ -232,8 +237,8 @@ class CrossEncoderScorer(_HFScorer):
     def encode(self, inputs):
         return self._tokenizer([q for q, _ in inputs], [d for _, d in inputs])
 
-    def forward(self, batch):
-        return self.model(**batch).logits[:, 0].float().cpu().numpy()
+    def neuron(self, batch):
+        return self.model(**batch).logits[:, 0]
 
 
 class BiEncoderScorer(Scorer):
