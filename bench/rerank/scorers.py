@@ -302,11 +302,11 @@ class Seq2SeqScorer(_HFScorer):
     def encode(self, inputs):
         return self._tokenizer(inputs)  # with the tokenizer's special tokens, as the fitter measured them
 
-    def forward(self, batch):
+    def neuron(self, batch):
         ids = batch["input_ids"]
         start = self.torch.full((ids.shape[0], 1), self.start_id, dtype=ids.dtype, device=ids.device)
         logits = self.model(input_ids=ids, attention_mask=batch["attention_mask"], decoder_input_ids=start).logits
-        return (logits[:, 0, self.pos_id] - logits[:, 0, self.neg_id]).float().cpu().numpy()
+        return logits[:, 0, self.pos_id] - logits[:, 0, self.neg_id]
 
 
 SCORER_KINDS = {"relevance-token": RelevanceTokenScorer, "reward-head": RewardHeadScorer,
