@@ -180,9 +180,7 @@ class StageCache:
                       "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                       "bench_version": __version__, **(meta or {})}
             (tmp / DONE_MARKER).write_text(json.dumps(marker, indent=2, default=_jsonable) + "\n")
-            if final.exists():  # a stale, unfinished attempt from an interrupted run
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            publish(tmp, final)
             ok = True
         finally:
             if tmp.exists():
@@ -192,6 +190,31 @@ class StageCache:
         log.debug("%s: computed in %.1fs (%s)", what, time.time() - started, final)
         self.computed.append((stage, key))
         return load(final)
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Give a finished artifact its final name, atomically, without ever deleting a finished one.
+
+    If another process finished the same key meanwhile (its folder has the done-marker), its artifact is
+    kept and this copy dropped: both were built from the same inputs. A folder without the marker is an
+    interrupted attempt; it is first renamed aside (atomic), so no reader ever sees a half-deleted folder.
+    (Before, the final folder was deleted and then replaced: a concurrent run could lose a finished one.)"""
+    for _ in range(5):
+        try:
+            os.rename(tmp, final)  # fails when `final` exists (and is not empty): nothing is overwritten
+            return
+        except OSError:
+            if (final / DONE_MARKER).is_file():
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
+            if final.exists():
+                aside = final.with_name(f".{final.name}.stale-{os.getpid()}-{time.time_ns()}")
+                try:
+                    os.rename(final, aside)
+                except OSError:
+                    continue  # someone else moved or finished it: look again
+                shutil.rmtree(aside, ignore_errors=True)
+    raise RuntimeError(f"could not publish artifact {final}")
 
 
 def first_missing(path: Path) -> Path | None:

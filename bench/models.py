@@ -20,8 +20,8 @@ from bench.errors import InputError
 log = logging.getLogger("bench")
 
 TINY_SEED = 1234
-# Bump when a preset's recipe changes: cached builds under another version are ignored.
-PRESET_VERSION = 2
+# Files of a hub repository that a model directory needs (not the original/ consolidated checkpoints).
+HUB_IGNORE = ["original/*", "*.pth", "*.gguf", "*.onnx", "*.msgpack", "*.h5", "*.ot"]
 
 
 @dataclass(frozen=True)
@@ -229,11 +229,14 @@ def resolve_model(name: str) -> str:
     """Preset name -> cached local dir (built on first use); path -> checked path; else hub id."""
     preset = PRESETS.get(name)
     if preset is not None and preset.hub_id:
-        return preset.hub_id
+        return hub_snapshot(preset.hub_id)
     if preset is not None and preset.local is not None:
         return str(preset.local())
     if preset is not None:
-        target = cache_root() / "models" / f"{name}-v{PRESET_VERSION}"
+        from bench.codehash import code_fingerprint
+
+        # the recipe's code is in the name: a changed recipe builds anew instead of reusing an old build
+        target = cache_root() / "models" / f"{name}-{code_fingerprint('bench.models')[:10]}"
         if (target / "config.json").is_file():
             return str(target)
         from filelock import FileLock
@@ -260,22 +263,52 @@ def resolve_model(name: str) -> str:
             raise InputError(f"model path {name!r} is not a Hugging Face model directory (no config.json)")
         return str(path)
     if "/" in name and not name.startswith("/"):
-        return name  # Hugging Face hub id
+        return hub_snapshot(name)
     raise InputError(f"unknown model {name!r}; expected a preset ({', '.join(PRESETS)}), "
                      f"a hub id like org/name, or a local model directory")
+
+
+def hub_snapshot(name: str) -> str:
+    """A hub id, `org/name` or `org/name@revision`, as a local snapshot directory of one commit: from the
+    local Hugging Face cache when it is there, else downloaded (online). Every loader reads that directory,
+    so a run is pinned to the commit it resolved, and its keys name that commit (`model_fingerprint`).
+    Offline with nothing cached, the id is returned as it is (loading it then fails with the hub's error)."""
+    repo, _, revision = name.partition("@")
+    from huggingface_hub import snapshot_download
+
+    where = {"revision": revision or None, "ignore_patterns": HUB_IGNORE,
+             "cache_dir": os.environ.get("HF_HUB_CACHE")}  # read now: the library reads it once, at import
+    try:
+        return snapshot_download(repo, local_files_only=True, **where)
+    except Exception:  # noqa: BLE001 - not in the local cache (or an older partial download)
+        pass
+    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True", "YES", "yes"):
+        return name
+    return snapshot_download(repo, **where)
+
+
+def _hub_commit(path: Path) -> str | None:
+    """`org/name@<commit>` for a directory inside the Hugging Face cache (`models--org--name/snapshots/<sha>`):
+    the hub's own content address, so multi-GB weights need not be hashed again."""
+    parts = path.resolve().parts
+    if len(parts) >= 3 and parts[-2] == "snapshots" and parts[-3].startswith("models--"):
+        return f"{parts[-3][len('models--'):].replace('--', '/')}@{parts[-1]}"
+    return None
 
 
 @functools.lru_cache(maxsize=None)
 def model_fingerprint(name: str) -> str:
     """Identity of a model, for artifact keys: every file of a local dir hashed - config, weights,
     tokenizer files, chat template - so a rebuilt preset, a retrained checkpoint or an edited
-    tokenizer changes it (hashes cached by size and mtime); a hub id stands for itself."""
+    tokenizer changes it (hashes cached by size and mtime); a hub model by the commit its snapshot holds."""
     from bench.artifacts import content_fingerprint
 
-    path = Path(resolve_model(name))
+    resolved = resolve_model(name)
+    path = Path(resolved)
     if not path.is_dir():
-        return str(path)
-    return content_fingerprint(path)
+        repo, _, revision = resolved.partition("@")
+        return f"{repo}@{revision or 'unresolved'}"  # offline and not cached: the run cannot load it either
+    return _hub_commit(path) or content_fingerprint(path)
 
 
 def model_params_label(name: str) -> str:

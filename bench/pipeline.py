@@ -30,8 +30,21 @@ from bench.systems import SystemInfo, SystemRun
 
 log = logging.getLogger("bench")
 
-# Bump a stage's version when its code changes what it produces: old artifacts are then ignored.
-STAGE_VERSIONS = {"data": 2, "retrieve": 2, "rerank": 2, "evaluate": 1}
+# The modules that compute each stage's artifact: their code (and every bench module they import) is part of
+# the stage's key (`bench.codehash`), so a code change recomputes what it could change - no version to bump.
+STAGE_CODE = {"data": ("bench.data.loaders", "bench.data.splits", "bench.data.collection"),
+              # the first stage's code by method: a BM25 run does not depend on the dense encoder's code
+              "retrieve:candidates": ("bench.data.collection",), "retrieve:bm25s": ("bench.retrieve.bm25",),
+              "retrieve:pyserini": ("bench.retrieve.pyserini_bm25",),
+              "retrieve:dense": ("bench.retrieve.dense",), "retrieve:hybrid": ("bench.retrieve.dense",),
+              "rerank": ("bench.rerank.stage",), "listwise": ("bench.rerank.listwise",),
+              "teacher": ("bench.r2r.teacher",), "evaluate": ("bench.evaluate.ir",)}
+
+
+def stage_code(stage: str) -> str:
+    from bench.codehash import code_fingerprint
+
+    return code_fingerprint(*STAGE_CODE[stage])
 
 
 @dataclass
@@ -147,7 +160,7 @@ class Pipeline:
         from bench.data.splits import split_queries
 
         src = self.exp.source(name)
-        key = content_hash("data", STAGE_VERSIONS["data"], src, source_fingerprint(src), self.exp.splits,
+        key = content_hash("data", stage_code("data"), src, source_fingerprint(src), self.exp.splits,
                            self.exp.seed, library_versions("data"))
 
         def build(tmp: Path) -> None:
@@ -167,15 +180,30 @@ class Pipeline:
 
     # ---------------------------------------------------------------- retrieve
     @functools.cache
+    def first_stage_method(self, name: str) -> str:
+        ds = self.dataset(name)
+        if self.exp.retrieve.method == "candidates" or (ds.collection.candidates is not None
+                                                        and ds.collection.meta.get("partial_corpus")):
+            return "candidates"  # a candidate-list collection (TREC DL top-100) can only use its lists
+        return self.exp.retrieve.method
+
+    def retrieve_key(self, name: str) -> str:
+        method, cfg = self.first_stage_method(name), self.exp.retrieve
+        encoder = None
+        if method in ("dense", "hybrid"):  # the bi-encoder by its weights, not its name
+            from bench.models import model_fingerprint
+
+            encoder = model_fingerprint(cfg.model)
+        return content_hash("retrieve", stage_code(f"retrieve:{method}"), self.dataset(name).key, cfg, method, encoder,
+                            library_versions("retrieve"))
+
+    @functools.cache
     def first_stage(self, name: str) -> SystemRun:
         ds = self.dataset(name)
         cfg = self.exp.retrieve
-        if cfg.method == "candidates" or (ds.collection.candidates is not None and ds.collection.meta.get("partial_corpus")):
-            method = "candidates"  # a candidate-list collection (TREC DL top-100) can only use its lists
-        else:
-            method = cfg.method
+        method = self.first_stage_method(name)
         label = self.first_stage_name(name)
-        key = content_hash("retrieve", STAGE_VERSIONS["retrieve"], ds.key, cfg, method, library_versions("retrieve"))
+        key = self.retrieve_key(name)
 
         def build(tmp: Path) -> None:
             if method == "candidates":
@@ -250,8 +278,11 @@ class Pipeline:
         return self.dataset(name).qids(self.exp.evaluate.split)
 
     def _rerank_key(self, name: str, spec: ScorerSpec) -> str:
-        return content_hash("rerank", STAGE_VERSIONS["rerank"], self.first_stage(name).key, scorer_identity(spec),
-                            self.exp.rerank.depth, self.rerank_qids(name), library_versions("rerank"))
+        from bench.rerank.stage import compute_identity
+
+        return content_hash("rerank", stage_code("rerank"), self.first_stage(name).key, scorer_identity(spec),
+                            compute_identity(spec.dtype, self.exp.rerank.gpus_per_actor), self.exp.rerank.depth,
+                            self.rerank_qids(name), library_versions("rerank"))
 
     @functools.cache
     def rerank_all(self) -> dict[tuple[str, str], SystemRun]:
@@ -288,56 +319,12 @@ class Pipeline:
         return out
 
     def _score_with_plane(self, todo: list) -> list[tuple[Run, dict]]:
-        import numpy as np
-
         from bench.cluster import ensure_ray
-        from bench.plane import PlaneResources, score_rows
+        from bench.rerank.stage import RerankJob, score_jobs
 
-        cfg = self.exp.rerank
-        specs = list(dict.fromkeys(spec for _, spec, _ in todo))
-        spec_index = {s: i for i, s in enumerate(specs)}
-        rows, owners, queries, items = [], [], {}, {}
-        for j, (name, spec, _) in enumerate(todo):
-            col, first = self.dataset(name).collection, self.first_stage(name).run
-            for qid in self.rerank_qids(name):
-                qkey = f"{name}\x00{qid}"
-                queries[qkey] = col.queries[qid]
-                for docid, _ in first.ranked(qid, cfg.depth):
-                    dkey = f"{name}\x00{docid}"
-                    items.setdefault(dkey, col.corpus[docid].full_text())
-                    rows.append({"system": spec_index[spec], "qid": qkey, "docid": dkey})
-                    owners.append((j, qid, docid))
-        order = sorted(range(len(rows)), key=lambda r: rows[r]["system"])  # consecutive rows share a model
-        rows, owners = [rows[r] for r in order], [owners[r] for r in order]
         ensure_ray(self.exp.ray)
-        res = score_rows(specs, rows, queries, items,
-                         PlaneResources(cfg.actors, cfg.cpus_per_actor, cfg.gpus_per_actor, cfg.plane_batch_size),
-                         desc="rerank")
-        per_job: list[dict] = [{} for _ in todo]
-        cuts = [{"pairs": 0, "query_cut": 0, "item_cut": 0, "any_cut": 0} for _ in todo]
-        for (j, qid, docid), s, qc, ic in zip(owners, res["score"], res["query_cut"], res["item_cut"]):
-            per_job[j].setdefault(qid, {})[docid] = float(s)
-            c = cuts[j]
-            c["pairs"] += 1
-            c["query_cut"] += int(qc)
-            c["item_cut"] += int(ic)
-            c["any_cut"] += int(qc or ic)
-        out = []
-        for j, (name, spec, _) in enumerate(todo):
-            first = self.first_stage(name).run
-            reranked = per_job[j]
-            for qid in self.rerank_qids(name):
-                top = reranked.setdefault(qid, {})
-                floor = min(top.values(), default=0.0)
-                for i, (docid, _) in enumerate(first.ranked(qid)[cfg.depth:]):
-                    top[docid] = floor - 1.0 - i  # below every re-ranked item, first-stage order kept
-            if not np.isfinite([v for d in reranked.values() for v in d.values()]).all():
-                raise RuntimeError(f"{spec.name} produced non-finite scores on {name}")
-            from bench.rerank.scorers import torch_dtype  # recorded with the results
-
-            cuts[j]["dtype"] = str(torch_dtype(spec.dtype, "cuda" if cfg.gpus_per_actor else "cpu")).replace("torch.", "")
-            out.append((Run(spec.name, reranked), cuts[j]))
-        return out
+        return score_jobs([RerankJob(name, spec, self.dataset(name).collection, self.first_stage(name).run,
+                                     self.rerank_qids(name)) for name, spec, _ in todo], self.exp.rerank)
 
     def _write_rerank(self, name: str, spec: ScorerSpec, run: Run, cuts: dict) -> None:
         def build(tmp: Path) -> None:
@@ -373,7 +360,7 @@ class Pipeline:
     def listwise_runs(self, name: str) -> list[SystemRun]:
         """Listwise LLM re-rankers (RankGPT's sliding window) of one data source: cached artifacts with the
         run and the per-query counts (calls, tokens, cost, latency, malformed / repeated / missing ids)."""
-        from bench.reason.backends import ResponseCache, cost_usd
+        from bench.reason.backends import ResponseCache, cost_usd, endpoint_identity
         from bench.rerank.listwise import rerank_listwise
 
         ds, first = self.dataset(name), self.first_stage(name)
@@ -383,7 +370,8 @@ class Pipeline:
             if lw.datasets is not None and name not in lw.datasets:
                 continue
             transport = {"name", "params", "datasets", *lw.TRANSPORT}
-            key = content_hash("listwise", STAGE_VERSIONS["rerank"], first.key, lw.model_dump(exclude=transport), qids)
+            key = content_hash("listwise", stage_code("listwise"), first.key, lw.model_dump(exclude=transport),
+                               endpoint_identity(lw), qids)
 
             def build(tmp: Path, lw=lw) -> None:
                 col = ds.collection
@@ -418,6 +406,7 @@ class Pipeline:
     def teacher(self, name: str) -> dict:
         """The R2R teacher's lists of a data source: its training queries (the first `r2r.max_queries`) and
         `r2r.reference_queries` test queries (Table 3's references). A cached artifact."""
+        from bench.reason.backends import endpoint_identity
         from bench.r2r.teacher import as_records, teach
         from bench.reason.backends import ResponseCache
 
@@ -425,8 +414,9 @@ class Pipeline:
         ds, first = self.dataset(name), self.first_stage(name)
         train = ds.splits.get("train", [])[: cfg.max_queries] if cfg.max_queries else ds.splits.get("train", [])
         reference = ds.splits.get("test", [])[: cfg.reference_queries]
-        key = content_hash("teacher", 2, first.key, cfg.teacher.model_dump(exclude=set(cfg.teacher.TRANSPORT)), train,
-                           reference)
+        key = content_hash("teacher", stage_code("teacher"), first.key,
+                           cfg.teacher.model_dump(exclude=set(cfg.teacher.TRANSPORT)), endpoint_identity(cfg.teacher),
+                           train, reference)
 
         def build(tmp: Path) -> None:
             col = ds.collection
@@ -486,7 +476,7 @@ class Pipeline:
         for sr in runs:
             if sr.run is None:
                 continue
-            key = content_hash("evaluate", STAGE_VERSIONS["evaluate"], ds.key, sr.key, self.exp.evaluate.measures,
+            key = content_hash("evaluate", stage_code("evaluate"), ds.key, sr.key, self.exp.evaluate.measures,
                                self.exp.evaluate.split, sr.info.name, library_versions("evaluate"))
 
             def build(tmp: Path, sr=sr) -> None:

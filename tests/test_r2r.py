@@ -30,8 +30,8 @@ def test_listwise_kl_matches_a_hand_computation():
     assert ListwiseKL(1.0)(torch.tensor([0.0, -1.0, -2.0]), torch.tensor([1, 2, 3])).item() == pytest.approx(0, abs=1e-6)
 
 
-def test_learnable_weights_sum_to_one_and_learn():
-    objective = Combined(("pair", "list", "gen"), margin=1.0, temperature=1.0)
+def test_softmax_weights_sum_to_one_and_learn():
+    objective = Combined(("pair", "list", "gen"), margin=1.0, temperature=1.0, weighting="softmax")
     w = objective.weights()
     assert w.sum().item() == pytest.approx(1.0) and torch.all(w > 0)
     opt = torch.optim.SGD(objective.parameters(), lr=1.0)
@@ -43,6 +43,43 @@ def test_learnable_weights_sum_to_one_and_learn():
     assert set(logs) == {"loss_pair", "loss_list", "loss_gen", "weight_pair", "weight_list", "weight_gen"}
     assert Combined(("pair",))(torch.tensor([2.0, 0.5, 1.0]), torch.tensor([1, 2, 3]))[0].item() == pytest.approx(0.5)
     assert isinstance(LearnedWeights(3)(), torch.Tensor)
+
+
+def _weights_after(weighting: str, steps: int, lr: float) -> dict[str, float]:
+    """Train only the loss weights on three losses of different scales (a satisfied hinge is ~0.4, a KL
+    ~2, a reason's token cross-entropy ~8), as the student's optimizer does; the weights at the end."""
+    objective = Combined(("pair", "list", "gen"), weighting=weighting)
+    opt = torch.optim.Adam(objective.parameters(), lr=lr)
+    scores, ranks = torch.tensor([0.4, 0.0]), torch.tensor([1, 2])  # hinge 1 - 0.4 = 0.6, KL ~0.07
+    logs = {}
+    for _ in range(steps):
+        total, logs = objective(scores, ranks, generation=torch.tensor(8.0))
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    return {t: logs[f"weight_{t}"] for t in ("pair", "list", "gen")}
+
+
+def test_r2r_loss_weights_do_not_collapse_with_losses_of_different_scales():
+    """Issue 18: with (a, b, c) = softmax(w) and nothing else, the gradient moves all weight onto the
+    smallest loss - the reasons' generation loss (the largest) is switched off. Uncertainty weighting
+    (Kendall et al. 2018) keeps every weight: each tends to 1 / its loss, so every term keeps a share.
+    Checked at the run's own scale (8 steps at lr 1e-3: the weights barely move) and far beyond it
+    (400 steps at lr 0.05), where the softmax weights collapse and these do not."""
+    run = _weights_after("uncertainty", steps=8, lr=1e-3)
+    assert min(run.values()) > 0.95
+    long = _weights_after("uncertainty", steps=400, lr=0.05)
+    assert long["gen"] == pytest.approx(1 / 8, rel=0.15) and long["pair"] == pytest.approx(1 / 0.6, rel=0.15)
+    assert min(long.values()) > 0.1
+    collapsed = _weights_after("softmax", steps=400, lr=0.05)
+    assert collapsed["gen"] < 1e-3, collapsed  # the old formulation switches the reasons off
+
+
+def test_fixed_r2r_weights_are_the_configured_ones():
+    objective = Combined(("pair", "list", "gen"), weighting="fixed", fixed=(0.5, 0.25, 2.0))
+    total, logs = objective(torch.tensor([0.4, 0.0]), torch.tensor([1, 2]), generation=torch.tensor(8.0))
+    assert total.item() == pytest.approx(0.5 * 0.6 + 0.25 * logs["loss_list"] + 2.0 * 8.0, rel=1e-6)
+    assert list(objective.parameters()) == []
 
 
 def test_the_separate_prompt_teacher_ranks_and_explains_with_a_fallback_and_a_cache(openai_server, tmp_path):

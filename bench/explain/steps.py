@@ -26,7 +26,15 @@ from bench.systems import SystemRun
 
 log = logging.getLogger("bench")
 
-VERSIONS = {"explain": 2, "reason": 1, "explanations": 1}
+# The modules that compute each artifact (their code is part of its key: `bench.codehash`).
+STAGE_CODE = {"explain": ("bench.explain.stage", "bench.plane"), "reason": ("bench.reason.stage",),
+              "explanations": ("bench.evaluate.explanations",)}
+
+
+def stage_code(stage: str) -> str:
+    from bench.codehash import code_fingerprint
+
+    return code_fingerprint(*STAGE_CODE[stage])
 # Settings that change how fast, not what: left out of artifact keys.
 EXPLAIN_RESOURCES = {"actors", "cpus_per_actor", "gpus_per_actor"}
 REASON_TRANSPORT = {"base_url", "api_key_env", "concurrency", "max_retries", "timeout_s", "backoff_s", "batch_size",
@@ -84,7 +92,10 @@ def explain_stage(cache, ranking: SystemRun, collection, qids: list[str], spec, 
     """KernelSHAP attributions of a system's top `cfg.top_items` items per query (ranking -> attributions)."""
     from bench.explain.stage import ExplainJob
 
-    key = content_hash("explain", VERSIONS["explain"], ranking.key, cfg.model_dump(exclude=EXPLAIN_RESOURCES), seed,
+    from bench.rerank.stage import compute_identity
+
+    key = content_hash("explain", stage_code("explain"), ranking.key, cfg.model_dump(exclude=EXPLAIN_RESOURCES),
+                       compute_identity(spec.dtype, cfg.gpus_per_actor), seed,
                        qids, library_versions("explain"))
 
     def build(tmp: Path) -> None:
@@ -112,7 +123,10 @@ def reason_stage(cache, explained: ExplainArtifact, cfg, cache_dir: Path, label:
     the response cache answers every prompt that already succeeded."""
     from bench.reason.stage import reason_items
 
-    key = content_hash("reason", VERSIONS["reason"], explained.key, cfg.model_dump(exclude=REASON_TRANSPORT))
+    from bench.reason.backends import endpoint_identity
+
+    key = content_hash("reason", stage_code("reason"), explained.key, cfg.model_dump(exclude=REASON_TRANSPORT),
+                       endpoint_identity(cfg))
     path = cache.path("reason", key)
     if cache.is_done("reason", key):
         summary = json.loads((path / "summary.json").read_text())
@@ -138,7 +152,7 @@ def metrics_stage(cache, items: list, keys: list[str], runs: dict, collections: 
     artifact). `runs`: dataset -> system -> Run (with their keys in `keys`), `qids`: dataset -> queries."""
     from bench.evaluate.explanations import explanation_metrics, table2_text
 
-    key = content_hash("explanations", VERSIONS["explanations"], keys, qids)
+    key = content_hash("explanations", stage_code("explanations"), keys, qids)
 
     def build(tmp: Path) -> None:
         metrics = explanation_metrics(items)

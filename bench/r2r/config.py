@@ -67,6 +67,12 @@ class R2RConfig(StrictModel):
     reason_words: int = Field(60, ge=4, description="teacher reasons are cut to N words as generation targets")
     student_tokens: int = Field(48, ge=4, description="new tokens a student writes per reason (Table 3)")
     baseline: str = Field("BM25", description="the system the R2R tables' paired t-tests compare with")
+    loss_weights: Literal["uncertainty", "fixed", "softmax"] = Field(
+        "uncertainty", description="how L_pair, L_list and L_gen are combined: uncertainty (learnable, Kendall et al. "
+                                   "2018: sum exp(-s_i) L_i + s_i; no weight can vanish), fixed (fixed_weights), or "
+                                   "softmax (learnable a, b, c = softmax(w); collapses onto the smallest loss)")
+    fixed_weights: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="loss_weights: fixed - the weights "
+                                                                                   "of L_pair, L_list, L_gen")
     cost_reference_model: str = Field(
         "gpt-4o", description="the per-reasoning-type cost table (r2r_cost.md) also prices the teacher's token "
                               "counts at this model's list price (reason.prices defaults): what the same tokens "

@@ -83,15 +83,14 @@ class StudentTrainer:
     """Builds the `transformers.Trainer` subclass lazily (transformers is imported in the worker)."""
 
     @staticmethod
-    def build(model, args, data, tok, callbacks, terms: tuple[str, ...], margin: float, temperature: float,
-              yes_id: int, no_id: int):
+    def build(model, args, data, tok, callbacks, objective: Combined, yes_id: int, no_id: int):
         from transformers import Trainer
 
-        objective = Combined(terms, margin, temperature)
+        terms = objective.terms
 
         class R2RTrainer(Trainer):
             def create_optimizer(self, *args, **kwargs):
-                """The model's optimizer plus the loss weights a, b, c (kept outside the model: DDP wraps only
+                """The model's optimizer plus the learnable loss weights (kept outside the model: DDP wraps only
                 the model; each data-parallel worker learns its own weights; not saved with the adapter)."""
                 optimizer = super().create_optimizer(*args, **kwargs)
                 if objective.weights is not None:
@@ -101,6 +100,7 @@ class StudentTrainer:
             def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
                 pad = inputs["pad_id"]
                 device = next(model.parameters()).device
+                objective.to(device)  # the loss weights live where the losses are (in place: the optimizer keeps them)
                 total, logs = 0.0, {}
                 for q in inputs["queries"]:
                     ids = _pad(q["list_ids"], pad, left=True).to(device)
@@ -121,11 +121,18 @@ class StudentTrainer:
                 return total
 
             def log(self, logs, *args, **kwargs):
-                logs = {**logs, **{k: round(v, 4) for k, v in getattr(self, "_r2r_logs", {}).items()}}
+                r2r = getattr(self, "_r2r_logs", {})
+                if r2r:  # the loss weights over training (metrics.json `loss_weights`, R2R Table 1)
+                    self.weight_history.append({"step": int(self.state.global_step),
+                                                **{k[len("weight_"):]: round(v, 4) for k, v in r2r.items()
+                                                   if k.startswith("weight_")}})
+                logs = {**logs, **{k: round(v, 4) for k, v in r2r.items()}}
                 return super().log(logs, *args, **kwargs)
 
-        return R2RTrainer(model=model, args=args, train_dataset=data, data_collator=collate(tok.pad_token_id),
-                          processing_class=tok, callbacks=callbacks)
+        trainer = R2RTrainer(model=model, args=args, train_dataset=data, data_collator=collate(tok.pad_token_id),
+                             processing_class=tok, callbacks=callbacks)
+        trainer.weight_history = []
+        return trainer
 
 
 def build_student(cfg: dict, common: dict, callback, stats: dict):
@@ -145,8 +152,10 @@ def build_student(cfg: dict, common: dict, callback, stats: dict):
     terms, _ = VARIANTS[cfg["method"]]
     yes_id, no_id = rprompts.answer_token_ids(tok, cfg["prompt"])
     args = TrainingArguments(**common, remove_unused_columns=False)
-    trainer = StudentTrainer.build(model, args, data, tok, [callback], terms, cfg["r2r"]["margin"],
-                                   cfg["r2r"]["list_temperature"], yes_id, no_id)
+    r2r = cfg["r2r"]
+    objective = Combined(terms, r2r["margin"], r2r["list_temperature"], r2r.get("loss_weights", "uncertainty"),
+                         tuple(r2r.get("fixed_weights", (1.0, 1.0, 1.0))))
+    trainer = StudentTrainer.build(model, args, data, tok, [callback], objective, yes_id, no_id)
     return trainer, tok
 
 

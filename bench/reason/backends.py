@@ -56,8 +56,8 @@ class ResponseCache:
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    def key(self, backend: str, model: str, messages: list[dict], params: dict) -> str:
-        return content_hash(backend, model, messages, params, length=32)
+    def key(self, backend: str, model: str, messages: list[dict], params: dict, endpoint: dict | None = None) -> str:
+        return content_hash(backend, model, messages, params, endpoint, length=32)
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
@@ -101,9 +101,21 @@ class Backend(abc.ABC):
         pass
 
 
+def endpoint_identity(cfg) -> dict:
+    """Who answers, for cache and artifact keys: an OpenAI-compatible endpoint by its address (the same
+    model name on two servers is two models), a local or vLLM model by its weights' fingerprint."""
+    if cfg.backend == "openai":
+        url = (cfg.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1").rstrip("/")
+        return {"backend": "openai", "base_url": url, "model": cfg.model}
+    from bench.models import model_fingerprint
+
+    return {"backend": cfg.backend, "model": model_fingerprint(cfg.model)}
+
+
 def generate_cached(backend: Backend, requests: list[Request], cache: ResponseCache) -> list[Reply]:
     """Replies for every request: cached ones read, the rest generated once and cached if ok."""
-    keys = [cache.key(backend.name, backend.cfg.model, r.messages, backend.params()) for r in requests]
+    endpoint = endpoint_identity(backend.cfg)
+    keys = [cache.key(backend.name, backend.cfg.model, r.messages, backend.params(), endpoint) for r in requests]
     replies: list[Reply | None] = [cache.get(k) for k in keys]
     for r in replies:
         if r is not None:

@@ -22,7 +22,6 @@ from bench.data.collection import Run
 
 log = logging.getLogger("bench")
 
-EMBED_VERSION = 1
 
 
 def bi_encoder_spec(cfg: RetrieveConfig) -> ScorerSpec:
@@ -33,13 +32,14 @@ def bi_encoder_spec(cfg: RetrieveConfig) -> ScorerSpec:
 def corpus_embeddings(pipeline, ds, cfg: RetrieveConfig) -> tuple[list[str], np.ndarray]:
     """(docids, normalised embeddings) of the whole corpus, from the cache or encoded now."""
     from bench.artifacts import content_hash
+    from bench.codehash import code_fingerprint
     from bench.models import model_fingerprint
     from bench.provenance import library_versions
     from bench.rerank.scorers import build_scorer
 
     docids = list(ds.collection.corpus)
-    key = content_hash("embed", EMBED_VERSION, ds.key, model_fingerprint(cfg.model), cfg.max_length,
-                       cfg.title_field, library_versions("rerank"))
+    key = content_hash("embed", code_fingerprint("bench.retrieve.dense"), ds.key, model_fingerprint(cfg.model),
+                       cfg.max_length, cfg.title_field, library_versions("rerank"))
 
     def build(tmp: Path) -> None:
         import os

@@ -39,7 +39,7 @@ from bench.train.config import METHOD_ORDER, METHODS, ModelEntry, TrainConfig
 
 log = logging.getLogger("bench")
 
-TRAIN_VERSION = 2  # bump when training code changes what a cell produces
+TRAIN_CODE = ("bench.train.methods",)  # what trains a cell, in the worker: its code is part of the cell's key
 METHOD_COST = {"ppo": 2.0}  # relative cost of a cell, to balance lanes (others 1)
 
 
@@ -239,14 +239,17 @@ class TrainGrid:
     def r2r_settings(self) -> dict:
         cfg = self.exp.r2r
         return {"margin": cfg.margin, "list_temperature": cfg.list_temperature, "reason_words": cfg.reason_words,
-                "passage_words": cfg.teacher.passage_words, "student_tokens": cfg.student_tokens}
+                "passage_words": cfg.teacher.passage_words, "student_tokens": cfg.student_tokens,
+                "loss_weights": cfg.loss_weights, "fixed_weights": list(cfg.fixed_weights)}
 
     def _key(self, c: Cell, ds_hash, rm_key) -> str:
         from bench.models import model_fingerprint
         from bench.provenance import library_versions
 
         h, s = self.cfg.hyper_for(c.entry), self.cfg.scaling
-        return content_hash("train", TRAIN_VERSION, __version__, c.entry.model, model_fingerprint(c.model_dir),
+        from bench.codehash import code_fingerprint
+
+        return content_hash("train", code_fingerprint(*TRAIN_CODE), __version__, c.entry.model, model_fingerprint(c.model_dir),
                             c.method, c.scorer_kind, h, self.cfg.prompt, self.cfg.depth, self.cfg.negatives,
                             h.seed if h.seed is not None else self.exp.seed,
                             # the global batch (data-parallel workers x batch x accumulation) and the device

@@ -674,6 +674,8 @@ def train_cell(cfg: dict, work: Path, resume, progress: dict | None, rank: int, 
         metrics["n_valid_pairs"] = len(valid)
         metrics["stalled"] = learned_nothing(metrics)
         metrics["loss_curve"] = curve
+        if getattr(trainer, "weight_history", None):  # R2R: how the loss weights moved
+            metrics["loss_weights"] = trainer.weight_history
         if cfg["method"].startswith("r2r-"):  # the student writes its own reasons (R2R Table 3)
             from bench.r2r.student import write_reasons
 
