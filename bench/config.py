@@ -228,7 +228,12 @@ class RerankConfig(StrictModel):
 
 class EvaluateConfig(StrictModel):
     measures: list[str] = Field(default_factory=lambda: ["nDCG@5", "nDCG@10", "RR", "AP", "R@100"])
-    split: Literal["all", "train", "valid", "test"] = Field("all", description="queries evaluated")
+    split: Literal["all", "train", "valid", "test"] = Field(
+        "all", description="queries evaluated; with trained systems it must hold no training query (test or "
+                           "valid), unless allow_training_queries")
+    allow_training_queries: bool = Field(
+        False, description="evaluate trained or tuned systems on a split holding their training queries (all, "
+                           "train); their scores are then flagged '✱' in every table")
     baseline: Optional[str] = Field(
         None, description="system every other is compared with (default: the first stage, BM25 unless "
                           "retrieve.method or retrieve.name says otherwise)")

@@ -130,10 +130,21 @@ class Pipeline:
                 if not {"nDCG@5", "nDCG@10"} <= have:
                     raise InputError("evaluate.measures: the R2R tables report nDCG@5 and nDCG@10; add both")
         self.check_system_names()
+        self.check_held_out()
         if self.exp.explain is not None or self.exp.reason is not None:
             from bench.explain.steps import preflight as check_explain
 
             check_explain(self.exp)
+
+    def check_held_out(self) -> None:
+        """A trained system is evaluated on held-out queries only: `evaluate.split` all or train would score it
+        on queries it trained on, unless the config says so explicitly (then those scores are flagged)."""
+        ev = self.exp.evaluate
+        trains = self.exp.train is not None or (self.exp.tune is not None and self.exp.tune.space is not None)
+        if trains and ev.split in ("all", "train") and not ev.allow_training_queries:
+            raise InputError(f"evaluate.split: {ev.split!r} includes the training queries of the trained systems; "
+                             f"evaluate on held-out queries (split: test, or valid) or set "
+                             f"evaluate.allow_training_queries: true to score them there, flagged in every table")
 
     def check_system_names(self) -> None:
         """Every row of a leaderboard is one system: names may not repeat, nor take the first stage's."""
@@ -383,7 +394,7 @@ class Pipeline:
                 totals = {k: sum(st[k] for st in per_query.values()) for k in
                           ("calls", "prompt_tokens", "completion_tokens", "seconds", "cached", "malformed", "repeated",
                            "missing", "out_of_range", "failed", "parse_errors", "answer_prompt_tokens",
-                           "answer_completion_tokens")}
+                           "answer_completion_tokens", "ids", "unranked")}
                 totals["cost_usd"] = cost_usd(lw.reason_config(), totals["prompt_tokens"], totals["completion_tokens"])
                 totals["queries"] = len(qids)
                 totals["decoding"] = lw.decoding()  # provenance: the settings that decided the answers
@@ -523,10 +534,11 @@ class Pipeline:
         from bench.report.stage import add_significance
 
         add_significance(board, per_query, self.exp)  # paired tests vs the baselines, marked in every export
+        board.flags = self.flags(board)
         if any(r.cell.method.startswith("r2r-") for r in self.train_results()):
             from bench.r2r.tables import write_r2r_tables
 
-            write_r2r_tables(per_query, systems, self.train_results(), self.exp, self.out_dir, prov)
+            write_r2r_tables(per_query, systems, self.train_results(), self.exp, self.out_dir, prov, board.flags)
             from bench.r2r.tables import write_r2r_cost
 
             taught = list(self.exp.train.datasets) or [self.exp.data[0].name]
@@ -534,7 +546,7 @@ class Pipeline:
         if any(lw.prompt == "reasoning" for lw in self.exp.rerank.listwise_systems):  # R2R Table 5
             from bench.r2r.tables import write_r2r_table5
 
-            write_r2r_table5(per_query, systems, board.listwise, self.exp, self.out_dir, prov)
+            write_r2r_table5(per_query, systems, board.listwise, self.exp, self.out_dir, prov, board.flags)
         if self.exp.explain is not None:  # faithfulness, grounding, Table 2 text columns per system
             board.extra_columns.update(self.explanations())
         with stage("report", "leaderboard exports") as st:
@@ -546,6 +558,15 @@ class Pipeline:
                                                                         "provenance": prov})
             st["note"] = str(paths["md"])
         return board
+
+    def flags(self, board) -> list:
+        """Scores that are not what they seem, marked in every table (`bench.report.flags`)."""
+        from bench.report.flags import repaired_flags, training_query_flags
+
+        flags = repaired_flags(board.listwise, self.exp.report.repaired_threshold)
+        if self.exp.evaluate.allow_training_queries:
+            flags += training_query_flags(board.systems, [d.name for d in self.datasets()], self.exp.evaluate.split)
+        return flags
 
     # ---------------------------------------------------------------- explain / reason
     def explained_systems(self) -> list[tuple[ScorerSpec, SystemInfo]]:

@@ -280,7 +280,14 @@ def test_the_r2r_flow_trains_five_students_and_writes_the_r2r_tables(openai_serv
     assert rows5["RankGPT-plain"][2].startswith("RankGPT") and rows5["RankGPT-reasoning"][2].startswith("R2R reasoning")
     assert rows5["RankGPT-plain"][5] == "–" and rows5["RankGPT-reasoning"][5] == "1/3"
     for name in ("RankGPT-plain", "RankGPT-reasoning"):  # Table 5's scores are the leaderboard's
-        assert float(rows5[name][4].rstrip("†")) == pytest.approx(board[name]["nDCG@10"], abs=5e-5)
+        assert float(rows5[name][4].rstrip("†⚠")) == pytest.approx(board[name]["nDCG@10"], abs=5e-5)
+    # a listwise system whose ids were mostly placed by the repair rule is flagged, in Table 5 as everywhere
+    doc = json.loads((root / "leaderboard.json").read_text())
+    flagged = {f["system"] for f in doc["flags"] if f["symbol"] == "⚠"}
+    for name in ("RankGPT-plain", "RankGPT-reasoning"):
+        totals = next(iter(doc["listwise"][name].values()))["totals"]
+        assert (name in flagged) == (totals["unranked"] / totals["ids"] > 0.2), (name, totals)
+        assert ("⚠" in rows5[name][4]) == (name in flagged)
     assert "R2R Table 5" in (root / "r2r_table5.md").read_text()
 
     # the cost table: per query, the teacher's calls and tokens by reasoning type (6 queries: 6 JSON calls and the

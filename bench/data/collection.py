@@ -26,6 +26,13 @@ Qrels = dict[str, dict[str, int]]
 Scores = dict[str, dict[str, float]]
 
 
+def trec_order(scores: dict[str, float]) -> list[tuple[str, float]]:
+    """(docid, score), best first, ties broken as trec_eval (and so pytrec_eval / ir-measures) breaks them: the
+    larger docid first. Every ranking the harness uses itself (the top-k re-ranked, explained, shown) is then
+    the one that is evaluated."""
+    return sorted(scores.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
+
+
 @dataclass
 class Run:
     """A ranking: qid -> {docid: score}; higher is better. Saved as a TREC run file."""
@@ -37,8 +44,7 @@ class Run:
     source_lines: dict | None = field(default=None, repr=False, compare=False)
 
     def ranked(self, qid: str, depth: int | None = None) -> list[tuple[str, float]]:
-        # Ties broken by docid so that rankings are deterministic (trec_eval does the same).
-        items = sorted(self.scores.get(qid, {}).items(), key=lambda kv: (-kv[1], kv[0]))
+        items = trec_order(self.scores.get(qid, {}))
         return items[:depth] if depth else items
 
     def save_trec(self, path: Path) -> Path:
@@ -46,7 +52,7 @@ class Run:
         with open(path, "w", encoding="utf-8") as f:
             for qid in sorted(self.scores):
                 for rank, (docid, score) in enumerate(self.ranked(qid), start=1):
-                    f.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
+                    f.write(f"{qid} Q0 {docid} {rank} {float(score)!r} {tag}\n")  # all digits: no new ties
         return Path(path)
 
     @classmethod

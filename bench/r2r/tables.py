@@ -28,7 +28,14 @@ def _label(info) -> str:
     return info.name
 
 
-def _marked(per_query: pd.DataFrame, keep: list[str], exp) -> tuple[list[str], dict, pd.DataFrame]:
+def _legend(exp, flags: list) -> str:
+    from bench.report.flags import legend_lines
+
+    return " ".join([f"† differs significantly from {exp.r2r.baseline} (paired t-test, Holm-corrected over the "
+                     f"table's systems, p < {exp.report.alpha:g}).", *legend_lines(flags)])
+
+
+def _marked(per_query: pd.DataFrame, keep: list[str], exp, flags: list = ()) -> tuple[list[str], dict, pd.DataFrame]:
     """(systems kept, {(dataset, measure) column: values with † marks}, significance rows): NDCG@5/10 of the
     systems against `r2r.baseline`, paired t-tests Holm-corrected over the table's systems."""
     from bench.evaluate.significance import compare
@@ -37,22 +44,26 @@ def _marked(per_query: pd.DataFrame, keep: list[str], exp) -> tuple[list[str], d
     keep = [s for s in dict.fromkeys([baseline, *keep]) if s in set(per_query["system"])]
     rows = per_query[per_query["system"].isin(keep) & per_query["measure"].isin(MEASURES)]
     sig = compare(rows, [baseline], test="t-test", correction="holm", alpha=exp.report.alpha, ci_measure=None)
+    from bench.report.flags import symbols
+
     marked = {(r.system, r.dataset, r.measure) for r in sig[sig["significant"]].itertuples()}
+    flagged = symbols(list(flags))  # the leaderboard's marks (repaired listwise answers, training queries)
     means = rows.groupby(["system", "dataset", "measure"])["value"].mean()
     datasets = list(dict.fromkeys(rows["dataset"]))
     cols = {}
     for d in datasets:
         for m in MEASURES:
             cols[f"{d} {m}" if len(datasets) > 1 else m] = [
-                f"{means[(s, d, m)]:.4f}{'†' if (s, d, m) in marked else ''}" if (s, d, m) in means else "–"
+                f"{means[(s, d, m)]:.4f}{'†' if (s, d, m) in marked else ''}{flagged.get((s, d), '')}"
+                if (s, d, m) in means else "–"
                 for s in keep]
     return keep, cols, sig
 
 
-def r2r_table1(per_query: pd.DataFrame, systems: dict, exp) -> tuple[pd.DataFrame, pd.DataFrame]:
+def r2r_table1(per_query: pd.DataFrame, systems: dict, exp, flags: list = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(table of values with marks, significance rows) for the baseline, listwise systems and R2R cells."""
     keep, cols, sig = _marked(per_query, [s for s, i in systems.items()
-                                          if i.kind == "listwise" or i.method in VARIANT_LABELS], exp)
+                                          if i.kind == "listwise" or i.method in VARIANT_LABELS], exp, flags)
     table = pd.DataFrame(cols, index=[_label(systems[s]) for s in keep])
     table.index.name = "system"
     return table, sig
@@ -62,11 +73,12 @@ PROMPT_LABELS = {"rankgpt": "RankGPT (plain ranking)", "rankgpt-reasoning": "R2R
                                                                              "direct + comparative reasons)"}
 
 
-def r2r_table5(per_query: pd.DataFrame, systems: dict, listwise: dict, exp) -> tuple[pd.DataFrame, pd.DataFrame]:
+def r2r_table5(per_query: pd.DataFrame, systems: dict, listwise: dict, exp,
+               flags: list = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """R2R Table 5: each listwise system (teacher) with its prompt, NDCG@5/10, and the reasoning answers' parse
     errors; the baseline first. `listwise`: the leaderboard's per-system, per-dataset listwise counts."""
     lw = [s for s, i in systems.items() if i.kind == "listwise"]
-    keep, cols, sig = _marked(per_query, lw, exp)
+    keep, cols, sig = _marked(per_query, lw, exp, flags)
     specs = {s.name: s for s in exp.rerank.listwise_systems}
     table = pd.DataFrame(index=keep)
     table["teacher"] = [f"{specs[s].backend}:{specs[s].model}" if s in specs else "" for s in keep]
@@ -157,11 +169,10 @@ def write_r2r_cost(summaries: dict, exp, out_dir: Path, provenance: dict) -> dic
 
 
 def write_r2r_table5(per_query: pd.DataFrame, systems: dict, listwise: dict, exp, out_dir: Path,
-                     provenance: dict) -> dict[str, Path]:
+                     provenance: dict, flags: list = ()) -> dict[str, Path]:
     out_dir = Path(out_dir)
-    t5, sig = r2r_table5(per_query, systems, listwise, exp)
-    legend = (f"† differs significantly from {exp.r2r.baseline} (paired t-test, Holm-corrected over the table's "
-              f"systems, p < {exp.report.alpha:g}).")
+    t5, sig = r2r_table5(per_query, systems, listwise, exp, flags)
+    legend = _legend(exp, list(flags))
     foot = f"config {provenance.get('config_hash')} · seed {provenance.get('seed')} · commit " \
            f"{str(provenance.get('git_commit'))[:10]}"
     paths = {"md": out_dir / "r2r_table5.md", "csv": out_dir / "r2r_table5.csv", "json": out_dir / "r2r_table5.json"}
@@ -195,12 +206,11 @@ def r2r_table3(results: list) -> pd.DataFrame:
 
 
 def write_r2r_tables(per_query: pd.DataFrame, systems: dict, results: list, exp, out_dir: Path,
-                     provenance: dict) -> dict[str, Path]:
+                     provenance: dict, flags: list = ()) -> dict[str, Path]:
     out_dir = Path(out_dir)
-    t1, sig = r2r_table1(per_query, systems, exp)
+    t1, sig = r2r_table1(per_query, systems, exp, flags)
     t3 = r2r_table3(results)
-    legend = (f"† differs significantly from {exp.r2r.baseline} (paired t-test, Holm-corrected over the table's "
-              f"systems, p < {exp.report.alpha:g}).")
+    legend = _legend(exp, list(flags))
     foot = f"config {provenance.get('config_hash')} · seed {provenance.get('seed')} · commit " \
            f"{str(provenance.get('git_commit'))[:10]}"
     paths = {"md": out_dir / "r2r_table1.md", "csv": out_dir / "r2r_table1.csv", "json": out_dir / "r2r_table1.json",

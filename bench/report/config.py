@@ -38,6 +38,9 @@ class ReportConfig(StrictModel):
     exports: list[Literal["md", "csv", "json", "latex"]] = Field(
         default_factory=lambda: list(EXPORT_FORMATS), description="leaderboard formats written")
     matrix_measure: str = Field("nDCG@10", description="measure of the cross-domain matrix and BEIR/BRIGHT tables")
+    repaired_threshold: float = Field(
+        0.2, ge=0, le=1, description="a listwise system whose share of identifiers placed by the repair rule (not "
+                                     "ranked by the model) exceeds this is flagged '⚠' in every table")
     expected: list[ExpectedScore] = Field(default_factory=list, description="score regression conditions")
     expected_file: Optional[Path] = Field(
         None, description="YAML with `conditions:` (a list like `expected`); default "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from bench.evaluate.significance import marks as significance_marks
+from bench.report.flags import all_marks
 
 # BRIGHT's 12 domains in the order and with the short headers of the BRIGHT paper.
 BRIGHT_DOMAINS = {
@@ -78,7 +78,7 @@ def cross_domain_matrices(board, measure: str = "nDCG@10") -> list[Matrix]:
     if len(columns) < 2:
         return []
     baselines = board.report.get("baselines") or ["BM25"]
-    mk = significance_marks(board.significance, baselines)
+    mk = all_marks(board)
     systems = [board.systems[s] for s in board.table.index if s in board.systems]
     trained = [s for s in systems if s.kind == "trained"]
     zero_shot = [s for s in systems if s.kind == "zero-shot"]
@@ -117,7 +117,7 @@ def layout_tables(board, measure: str = "nDCG@10") -> list[Matrix]:
     domains: dict = board.report.get("bright_domains", {})
     present = [d for d in datasets_of(board) if (d, measure) in board.table.columns]
     baselines = board.report.get("baselines") or ["BM25"]
-    mk = significance_marks(board.significance, baselines)
+    mk = all_marks(board)
     tables = []
     beir = [d for d in present if loaders.get(d) in BEIR_LOADERS]
     if beir:

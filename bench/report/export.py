@@ -21,8 +21,10 @@ import pandas as pd
 
 from bench.artifacts import write_json_atomic, write_text_atomic
 from bench.evaluate.significance import legend as significance_legend
-from bench.evaluate.significance import marks as significance_marks
 from bench.report.crossdomain import Matrix, column_header, cross_domain_matrices, datasets_of, layout_tables
+from bench.report.flags import LATEX as FLAG_LATEX
+from bench.report.flags import all_marks
+from bench.report.flags import legend_lines as flag_legend
 
 SCHEMA_ID = "rerank-bench/leaderboard/v1"
 _LATEX_MARKS = {"†": r"\dagger", "‡": r"\ddagger", "§": r"\S", "¶": r"\P", "♯": r"\sharp", "♮": r"\natural"}
@@ -48,12 +50,13 @@ def _fmt(v, mark: str = "", digits: int = 4) -> str:
 
 def legend(board) -> str:
     r = board.report
-    return significance_legend(r.get("baselines") or ["BM25"], r.get("test", "t-test"), r.get("correction", "holm"),
+    text = significance_legend(r.get("baselines") or ["BM25"], r.get("test", "t-test"), r.get("correction", "holm"),
                                r.get("alpha", 0.05))
+    return " ".join([text, *flag_legend(board.flags)])
 
 
 def board_marks(board) -> dict:
-    return significance_marks(board.significance, board.report.get("baselines") or ["BM25"])
+    return all_marks(board)
 
 
 def matrices(board) -> tuple[list[Matrix], list[Matrix]]:
@@ -117,13 +120,13 @@ def _tex_cell(v, mark: str = "", best: bool = False, underline: bool = False) ->
     if underline:
         text = rf"\underline{{{text}}}"
     if mark:
-        text += "$^{" + "".join(_LATEX_MARKS.get(ch, "*") for ch in mark) + "}$"
+        text += "$^{" + "".join({**_LATEX_MARKS, **FLAG_LATEX}.get(ch, "*") for ch in mark) + "}$"
     return text
 
 
 def _tex_legend(board) -> str:
     text = _tex_escape(legend(board))
-    for ch, cmd in _LATEX_MARKS.items():
+    for ch, cmd in {**_LATEX_MARKS, **FLAG_LATEX}.items():
         text = text.replace(ch, f"${cmd}$")
     return text
 
@@ -211,7 +214,8 @@ def to_json_dict(board, title: str) -> dict:
             "datasets": datasets_of(board), "rows": rows, "scores": scores, "significance": sig,
             "cross_domain": [clean(m) for m in cross], "layouts": [clean(m) for m in layouts],
             "extra_columns": {col: {s: _num(v) for s, v in values.items()} for col, values in board.extra_columns.items()},
-            "truncation": board.truncation, "confidence_intervals": board.intervals, "listwise": board.listwise}
+            "truncation": board.truncation, "confidence_intervals": board.intervals, "listwise": board.listwise,
+            "flags": [f.to_dict() for f in board.flags]}
 
 
 def validate_json(doc: dict) -> None:

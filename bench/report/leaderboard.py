@@ -32,6 +32,9 @@ class Leaderboard:
     intervals: dict = field(default_factory=dict)
     # listwise LLM systems: system -> dataset -> {totals, per_query} (calls, tokens, cost, latency, id errors)
     listwise: dict = field(default_factory=dict)
+    # marks on scores that are not what they seem (bench.report.flags.Flag): repaired listwise answers,
+    # systems evaluated on their training queries; shown in every table and explained in the legend
+    flags: list = field(default_factory=list)
 
     @classmethod
     def from_per_query(cls, per_query: pd.DataFrame, systems: dict[str, SystemInfo], provenance: dict,
@@ -64,6 +67,8 @@ class Leaderboard:
             "params": [self.systems.get(s, SystemInfo(s)).params for s in flat.index],
             "status": [self.systems.get(s, SystemInfo(s)).status for s in flat.index],
         }, index=flat.index)
+        if self.flags:
+            meta["flags"] = ["; ".join(f"{f.symbol} {f.note}" for f in self.flags if f.system == s) for s in flat.index]
         out = pd.concat([meta, flat], axis=1)
         out.index.name = "system"
         return out
@@ -71,13 +76,20 @@ class Leaderboard:
     def console_table(self) -> str:
         """The scores (no explanation columns) as a compact table for the end of a run."""
         flat = self.flat()
-        cols = ["params"] + [c for c in flat.columns if c not in ("params", "status") and c not in self.extra_columns]
+        cols = ["params"] + [c for c in flat.columns if c not in ("params", "status", "flags")
+                             and c not in self.extra_columns]
         shown = flat[cols].astype(object)
         for s in shown.index:
             if self.systems.get(s, SystemInfo(s)).status != "ok":
                 shown.loc[s, cols[1:]] = "failed"
             else:
                 shown.loc[s, cols[1:]] = [f"{v:.4f}" if isinstance(v, float) else v for v in shown.loc[s, cols[1:]]]
+        from bench.report.flags import symbols
+
+        flagged: dict[str, str] = {}
+        for (system, _), marks in symbols(self.flags).items():  # the legend is in leaderboard.md
+            flagged[system] = flagged.get(system, "") + marks
+        shown.index = [f"{s} {flagged[s]}" if s in flagged else s for s in shown.index]
         return shown.to_markdown()
 
     def to_markdown(self, title: str) -> str:

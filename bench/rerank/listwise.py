@@ -112,6 +112,8 @@ class QueryStats:
     missing: int = 0
     out_of_range: int = 0
     failed: int = 0  # requests that ended with an error: their window kept its order
+    ids: int = 0  # identifiers the model was asked to rank (every window's size, summed)
+    unranked: int = 0  # of those, placed by the repair rule, not by the model (missing ids, failed windows)
     notes: list[str] = field(default_factory=list)
     parse_errors: int = 0  # prompt "reasoning": answers that were not JSON of the asked shape
     # tokens of every answer, cached ones included (a cached reply keeps its counts): what the answers cost
@@ -149,6 +151,7 @@ def rerank_listwise(cfg, reason_cfg, queries: dict[str, str], items: dict[str, s
             for (q, s, e), reply in zip(asks, replies):
                 st = stats[q]
                 st.calls += 1
+                st.ids += e - s
                 st.cached += int(reply.cached)
                 st.answer_prompt_tokens += reply.prompt_tokens
                 st.answer_completion_tokens += reply.completion_tokens
@@ -158,6 +161,7 @@ def rerank_listwise(cfg, reason_cfg, queries: dict[str, str], items: dict[str, s
                     st.seconds += reply.seconds
                 if reply.status == "error":
                     st.failed += 1
+                    st.unranked += e - s
                     st.notes.append(f"window {s + 1}-{e}: {reply.message}; kept its order")
                     continue
                 parsed = parse(reply.text, e - s)
@@ -165,6 +169,7 @@ def rerank_listwise(cfg, reason_cfg, queries: dict[str, str], items: dict[str, s
                 st.malformed += int(parsed.malformed)
                 st.repeated += parsed.repeated
                 st.missing += parsed.missing
+                st.unranked += parsed.missing
                 st.out_of_range += parsed.out_of_range
                 window_docs = lists[q][s:e]
                 if answers is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.config import RetrieveConfig, ScorerSpec
-from bench.data.collection import Run
+from bench.data.collection import Run, trec_order
 
 log = logging.getLogger("bench")
 
@@ -99,7 +99,7 @@ def reciprocal_rank_fusion(runs: list[Run], k: int = 60, depth: int | None = Non
             target = fused.setdefault(qid, {})
             for rank, (docid, _) in enumerate(run.ranked(qid), start=1):
                 target[docid] = target.get(docid, 0.0) + 1.0 / (k + rank)
-    return Run(name, {q: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:depth]) for q, d in fused.items()})
+    return Run(name, {q: dict(trec_order(d)[:depth]) for q, d in fused.items()})
 
 
 def score_fusion(runs: list[Run], weights: list[float], depth: int | None = None, name: str = "Hybrid") -> Run:
@@ -113,7 +113,7 @@ def score_fusion(runs: list[Run], weights: list[float], depth: int | None = None
             target = fused.setdefault(qid, {})
             for docid, s in docs.items():
                 target[docid] = target.get(docid, 0.0) + w * ((s - lo) / (hi - lo) if hi > lo else 1.0)
-    return Run(name, {q: dict(sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:depth]) for q, d in fused.items()})
+    return Run(name, {q: dict(trec_order(d)[:depth]) for q, d in fused.items()})
 
 
 def dense_or_hybrid_run(pipeline, ds, cfg: RetrieveConfig, method: str) -> Run:

@@ -39,8 +39,9 @@ def tuned_systems(p) -> list:
     preset = PRESETS.get(model)
     name = f"tuned-{model}-{method}"
     spec = ScorerSpec(**{**s, "name": name, "params": preset.params if preset else None})
+    trained_on = (list(base_train(p).datasets) or [p.exp.data[0].name])[0]  # the base cell's collection
     info = SystemInfo(name, kind="tuned", params=preset.params if preset else "", family=preset.family if preset else "",
-                      method=method)
+                      method=method, train_dataset=trained_on)
     return [(spec, info)]
 
 
