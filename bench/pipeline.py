@@ -621,7 +621,8 @@ class Pipeline:
                     "n_resamples": rep.bootstrap_resamples or 1000}
         with stage("evaluate explanations", "faithfulness with intervals over queries, grounding, text agreement"):
             metrics = metrics_stage(self.cache, items, keys, runs, {d.name: d.collection for d in self.datasets()},
-                                    {d.name: self.rerank_qids(d.name) for d in self.datasets()}, rankings, settings)
+                                    {d.name: self.rerank_qids(d.name) for d in self.datasets()}, rankings, settings,
+                                    cfg)
         write_explanation_outputs(self.out_dir, items, metrics, usage, f"Explanations: {self.exp.name}", rankings)
         self.explain_intervals = metrics.get("intervals", {})
         if any(info.kind in ("trained", "tuned") for _, info in self.explained_systems()):

@@ -120,6 +120,10 @@ class ExplainConfig(StrictModel):
     repeat_seed_offset: Optional[int] = Field(
         1, description="stability: stochastic explainers run again with seed + offset (Kendall tau between the "
                        "two); null = off")
+    ground_truth: bool = Field(
+        False, description="also run every pairwise explainer, with its parameters here, on the analytic test scorer "
+                           "(bench.explain.ground_truth: exact Shapley / leave-one-out values) and record each one's "
+                           "largest absolute error in summary.json")
     actors: int = Field(1, ge=1, description="Ray actors explaining items in parallel, each loads its scorer once")
     cpus_per_actor: float = Field(1.0, gt=0)
     gpus_per_actor: float = Field(0.0, ge=0)

@@ -33,7 +33,7 @@ STAGE_CODE = {"explain": ("bench.explain.stage", "bench.plane", "bench.explain.i
                           "bench.explain.explainers.ranking", "bench.explain.explainers.registry",
                           "bench.evaluate.faithfulness"), "reason": ("bench.reason.stage",),
               "explanations": ("bench.evaluate.explanations", "bench.evaluate.faithfulness",
-                               "bench.explain.summary")}
+                               "bench.explain.summary", "bench.explain.ground_truth")}
 
 
 def stage_code(stage: str) -> str:
@@ -197,18 +197,22 @@ def reason_stage(cache, explained: ExplainArtifact, cfg, cache_dir: Path, label:
 
 
 def metrics_stage(cache, items: list, keys: list[str], runs: dict, collections: dict, qids: dict,
-                  rankings: list | None = None, settings: dict | None = None) -> dict:
+                  rankings: list | None = None, settings: dict | None = None, explain_cfg=None) -> dict:
     """Faithfulness, grounding, agreement and the Table 2 text columns of explained items (a cached
     artifact). `runs`: dataset -> system -> Run (with their keys in `keys`), `qids`: dataset -> queries.
     `settings` {k, ks, seed, test, n_resamples}: the explainer comparison with intervals over queries
     (`bench.explain.summary`): per system `explainers`, across systems `system_comparisons`, and the
-    leaderboard's `intervals` columns."""
+    leaderboard's `intervals` columns. With `explain_cfg.ground_truth`, every pairwise explainer (its parameters
+    as configured) is also run on the analytic test scorer: `ground_truth` holds each one's largest absolute
+    error against the exact values (`bench.explain.ground_truth.reference_errors`)."""
     from bench.evaluate.explanations import explanation_metrics, table2_text
     from bench.explain.summary import interval_columns, system_comparisons, system_summary
 
     settings = settings or {"k": 10, "ks": [], "seed": 0, "test": "t-test", "n_resamples": 1000}
     rankings = rankings or []
-    key = content_hash("explanations", stage_code("explanations"), keys, qids, settings)
+    truth = explain_cfg is not None and explain_cfg.ground_truth
+    key = content_hash("explanations", stage_code("explanations"), keys, qids, settings,
+                       explain_cfg.model_dump(exclude=EXPLAIN_RESOURCES) if truth else None)
 
     def build(tmp: Path) -> None:
         metrics = explanation_metrics(items)
@@ -225,10 +229,29 @@ def metrics_stage(cache, items: list, keys: list[str], runs: dict, collections: 
             "system_comparisons": system_comparisons(by_system, settings["seed"], settings["test"]),
             "intervals": interval_columns(summaries, settings["k"], settings["ks"]),
             "intervals_note": "mean of per-query means; 95 % percentile bootstrap interval resampling queries "
-                              f"({settings['n_resamples']} resamples, seed {settings['seed']})"})
+                              f"({settings['n_resamples']} resamples, seed {settings['seed']})",
+            **({"ground_truth": ground_truth_errors(explain_cfg, settings["seed"])} if truth else {})})
 
     return cache.get_or_build("explanations", key, build, lambda d: json.loads((d / "metrics.json").read_text()),
                               label="faithfulness, grounding, text agreement")
+
+
+def ground_truth_errors(cfg, seed: int) -> dict:
+    """Each pairwise explainer's largest absolute error on the analytic test scorer (both reference cases: additive,
+    one interaction) against its exact target (Shapley values; leave-one-out drops for `loo`), with the explain
+    slice's parameters and removal rule (no metrics, no stability rerun)."""
+    from dataclasses import replace
+
+    from bench.explain.ground_truth import reference_errors
+
+    detail = reference_errors(cfg.explainer_specs(), replace(cfg.pair_settings(), metrics=False,
+                                                             repeat_seed_offset=None), seed)
+    out = {}
+    for name, cases in detail.items():
+        errors = [c["max_abs_error"] for c in cases.values() if c["max_abs_error"] is not None]
+        out[name] = {"max_abs_error": max(errors) if errors else None, "target": next(iter(cases.values()))["target"],
+                     "cases": cases}
+    return out
 
 
 def write_explanation_outputs(out: Path, items: list, metrics: dict, usage: dict, title: str,
@@ -238,6 +261,7 @@ def write_explanation_outputs(out: Path, items: list, metrics: dict, usage: dict
     comparison per system, with intervals)."""
     from bench.artifacts import write_text_atomic
     from bench.report.examples import write_examples
+    from bench.explain.summary import benchmark_summary
     from bench.report.explainers import explainers_markdown
     from bench.report.figures import attribution_bar_chart, item_slug
 
@@ -251,6 +275,7 @@ def write_explanation_outputs(out: Path, items: list, metrics: dict, usage: dict
     write_examples(items, out / "table3.md", title)
     write_json_atomic(out / "explanations.json", {**metrics, "reason_usage": usage})
     write_text_atomic(out / "explainers.md", explainers_markdown(metrics, title))
+    write_json_atomic(out / "summary.json", benchmark_summary(metrics, title))
 
 
 def leaderboard_columns(metrics: dict, k: int, ks: list[int]) -> dict[str, dict[str, float]]:

@@ -142,3 +142,44 @@ def fmt_interval(cell: dict | None, digits: int = 4) -> str:
     lo, hi = cell.get("ci_low"), cell.get("ci_high")
     ci = f" [{lo:.{digits}f}, {hi:.{digits}f}]" if lo is not None and hi is not None else " [n/a]"
     return f"{cell['mean']:.{digits}f}{ci}"
+
+
+def benchmark_summary(metrics: dict, title: str) -> dict:
+    """summary.json of the explainer benchmark: one entry per (system, explainer) with its items, AOPC
+    comprehensiveness and sufficiency (and NAOPC, tau with leave-one-out, stability) as {mean, ci_low, ci_high}
+    over queries, its model rows per item (forward passes; backward ones apart) and seconds per item; RankingSHAP
+    per system; `ground_truth`: each explainer's largest absolute error on the analytic test scorer (when the run
+    computed it, `explain.ground_truth`)."""
+    def cell(c: dict | None) -> dict:
+        c = c or {}
+        return {"mean": c.get("mean"), "ci_low": c.get("ci_low"), "ci_high": c.get("ci_high"),
+                "n_queries": c.get("n_queries", 0)}
+
+    entries, listwise, schemes = [], {}, set()
+    for system, s in (metrics.get("explainers") or {}).items():
+        ex = s.get("explainers") or {}
+        schemes.update(ex.get("aopc_scheme") or [])
+        for name, cells in (ex.get("explainers") or {}).items():
+            entries.append({"name": name, "system": system, "primary": name == s.get("primary"),
+                            "items": (cells.get("aopc_comprehensiveness") or {}).get("n_items", 0),
+                            "queries": (cells.get("aopc_comprehensiveness") or {}).get("n_queries", 0),
+                            "comprehensiveness": cell(cells.get("aopc_comprehensiveness")),
+                            "sufficiency": cell(cells.get("aopc_sufficiency")),
+                            "naopc_comprehensiveness": cell(cells.get("naopc_comprehensiveness")),
+                            "naopc_sufficiency": cell(cells.get("naopc_sufficiency")),
+                            "tau_loo": cell(cells.get("tau_loo")), "stability": cell(cells.get("stability")),
+                            "forward_passes_per_item": (cells.get("evaluations") or {}).get("mean"),
+                            "backward_passes_per_item": (cells.get("backward_evaluations") or {}).get("mean"),
+                            "seconds_per_item": (cells.get("seconds") or {}).get("mean")})
+        if s.get("listwise"):
+            listwise[system] = s["listwise"]
+    truth = metrics.get("ground_truth") or {}
+    return {"title": title, "explainers": entries, "listwise": listwise,
+            "ground_truth": {name: g["max_abs_error"] for name, g in truth.items()},
+            "ground_truth_detail": truth,
+            "metrics": {"comprehensiveness": "AOPC of p(x) - p(x without the top-ranked item words)",
+                        "sufficiency": "AOPC of p(x) - p(only the top-ranked item words, the query kept)",
+                        "aopc_bins": sorted(schemes), "p": "sigmoid(score)"},
+            "interval": metrics.get("intervals_note", ""),
+            "comparisons": {system: (s.get("explainers") or {}).get("comparisons", {})
+                            for system, s in (metrics.get("explainers") or {}).items()}}

@@ -60,7 +60,8 @@ def explainers_markdown(metrics: dict, title: str) -> str:
                    if m in METRICS and m not in ("evaluations", "seconds")]
             if sig:
                 lines += ["Paired tests between explainers (over shared queries; Holm within each metric):", "",
-                          "| metric | a | b | queries | a - b [95 % CI] | p | p Holm |", "|---|---|---|---|---|---|---|"]
+                          "| metric | a | b | queries | a - b [95 % CI] | p | p Holm |",
+                          "|---|---|---|---|---|---|---|"]
                 for m, r in sig:
                     delta = fmt_interval({"mean": r.get("delta"), "ci_low": r.get("ci_low"),
                                           "ci_high": r.get("ci_high")})
@@ -82,7 +83,8 @@ def explainers_markdown(metrics: dict, title: str) -> str:
                       "| k | comprehensiveness | sufficiency | random comprehensiveness |", "|---|---|---|---|"]
             for k, cells in s["topk"].items():
                 lines.append(f"| {k} | {fmt_interval(cells['comprehensiveness'])} | "
-                             f"{fmt_interval(cells['sufficiency'])} | {fmt_interval(cells['random_comprehensiveness'])} |")
+                             f"{fmt_interval(cells['sufficiency'])} | "
+                             f"{fmt_interval(cells['random_comprehensiveness'])} |")
             lines.append("")
         lw = s.get("listwise")
         if lw:

@@ -152,7 +152,8 @@ def experiment_page(doc: dict, plots: list[dict], downloads: list[dict], tables:
     extra_rows = [{"system": r["system"], "cells": [extra[c].get(r["system"]) for c in extra]} for r in doc["rows"]
                   if any(extra[c].get(r["system"]) is not None for c in extra)]
     intervals = doc.get("explain_intervals") or {}
-    interval_rows = [{"system": r["system"], "cells": [(intervals[c].get(r["system"]) or {}).get("mean") for c in intervals],
+    interval_rows = [{"system": r["system"],
+                      "cells": [(intervals[c].get(r["system"]) or {}).get("mean") for c in intervals],
                       "text": [fmt_interval(intervals[c].get(r["system"])) for c in intervals]} for r in doc["rows"]
                      if any(r["system"] in intervals[c] for c in intervals)]
     return _env().get_template("experiment.html").render(
