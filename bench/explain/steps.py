@@ -42,6 +42,8 @@ def stage_code(stage: str) -> str:
     return code_fingerprint(*STAGE_CODE[stage])
 # Settings that change how fast, not what: left out of artifact keys.
 EXPLAIN_RESOURCES = {"actors", "cpus_per_actor", "gpus_per_actor"}
+# ... and settings that decide which systems are explained or what the metrics stage adds, not one system's items
+EXPLAIN_NOT_ITEMS = EXPLAIN_RESOURCES | {"systems", "ground_truth"}
 REASON_TRANSPORT = {"base_url", "api_key_env", "concurrency", "max_retries", "timeout_s", "backoff_s", "batch_size",
                     "actors", "gpus_per_actor", "prices", "cache_dir"}
 
@@ -101,7 +103,7 @@ def explain_key(ranking: SystemRun, spec, cfg, seed: int, qids: list[str]) -> st
     code (the explainer library included: `STAGE_CODE`) and the libraries' versions."""
     from bench.rerank.stage import compute_identity
 
-    return content_hash("explain", stage_code("explain"), ranking.key, cfg.model_dump(exclude=EXPLAIN_RESOURCES),
+    return content_hash("explain", stage_code("explain"), ranking.key, cfg.model_dump(exclude=EXPLAIN_NOT_ITEMS),
                         compute_identity(spec.dtype, cfg.gpus_per_actor), seed, qids, library_versions("explain"))
 
 
