@@ -33,7 +33,8 @@ def test_every_explainer_runs_in_the_explain_stage_and_reaches_every_table_with_
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "results" / "xi"
     systems = {"tiny", "Qwen2-tiny-sft", "Qwen2-tiny-dpo"}  # explain.systems: all = the zero-shot system AND the cells
-    assert {p.name for p in (out / "explanations").iterdir()} == systems
+    # (the metrics stage's cache folders live beside the per-system folders: they hold a _DONE.json marker)
+    assert {p.name for p in (out / "explanations").iterdir() if not (p / "_DONE.json").exists()} == systems
     items = [json.loads(p.read_text()) for s in systems for p in (out / "explanations" / s).glob("*.json")
              if not p.name.endswith("__ranking.json")]
     assert len(items) == 3 * 4 * 2  # 3 systems x 4 test queries x top 2 items
@@ -173,3 +174,18 @@ def test_correlation_across_cells_spearman_bootstrap_and_pearson_fisher():
     assert p["r"] == pytest.approx(r)
     assert (p["ci_low"], p["ci_high"]) == pytest.approx((math.tanh(math.atanh(r) - half), math.tanh(math.atanh(r) + half)))
     assert spearman_bootstrap(x[:3], y[:3], 0)["ci_low"] is None and pearson_fisher(x[:3], y[:3])["ci_low"] is None
+
+
+def test_make_perf_runs_the_explainer_benchmark_and_its_committed_result_meets_the_target():
+    """`make perf` (python -m bench.perf) discovers bench/perf/explainers.py; results/perf/explainers.json has each
+    explainer's seconds and model rows per item and its overhead over the batched-forward floor, <= 1.3."""
+    from bench.perf.__main__ import available
+    from conftest import ROOT
+
+    assert "explainers" in available()
+    doc = json.loads((ROOT / "results" / "perf" / "explainers.json").read_text())
+    assert set(doc["explainers"]) == {"kernel_shap", "partition_shap", "loo", "integrated_gradients", "lime", "random"}
+    for name, r in {**doc["explainers"], "ranking_shap": doc["ranking_shap"]}.items():
+        assert r["evaluations_per_item"] >= 0 and r["seconds_per_item"]["shipped"] >= 0, name
+        if name != "random":  # random spends no model rows: no floor to compare with
+            assert r["evaluations_per_item"] > 0 and r["overhead_cpu"] <= doc["target_overhead"] == 1.3, name
