@@ -171,10 +171,15 @@ def explain_rows(specs, rows: list[dict], queries: dict[str, str], items: dict[s
         r["row"] = i
     ordered = sorted(rows, key=lambda r: (r["system"], r["row"]))
     results: list[dict | None] = [None] * len(rows)
+    done = 0
     for batch in run_plane(specs, ordered, queries, items, "explain", resources, task_cfg=explain_cfg, seed=seed,
                            desc=desc, unit="item"):
         for i, res in zip(batch["row"], batch["result"]):
             results[int(i)] = json.loads(res)
+            done += 1
+            log.debug("%s: %d/%d rows explained (%s, %s, %.1fs)", desc or "explain", done, len(rows),
+                      specs[rows[int(i)]["system"]].name, results[int(i)].get("status"),
+                      results[int(i)].get("seconds") or 0.0)  # the log file's progress (no bar off a terminal)
     missing = [i for i, r in enumerate(results) if r is None]
     if missing:
         raise RuntimeError(f"data plane returned no attribution for {len(missing)} items")
