@@ -189,3 +189,24 @@ def test_make_perf_runs_the_explainer_benchmark_and_its_committed_result_meets_t
         assert r["evaluations_per_item"] >= 0 and r["seconds_per_item"]["shipped"] >= 0, name
         if name != "random":  # random spends no model rows: no floor to compare with
             assert r["evaluations_per_item"] > 0 and r["overhead_cpu"] <= doc["target_overhead"] == 1.3, name
+
+
+def test_a_system_that_ranks_one_of_two_data_sources_is_explained_where_it_ranked(write_config, cli, tmp_path):
+    """Regression: the explain stage asked every explained system for every data source's ranking, so a system
+    restricted to one source (`datasets:`) stopped the run with KeyError 'no ranking of demo-b by only-a'."""
+    cfg = write_config({
+        "name": "two", "seed": 3, "ray": {"num_cpus": 2},
+        "data": [{"name": "demo-a", "loader": "demo", "max_queries": 4},
+                 {"name": "demo-b", "loader": "demo", "max_queries": 3}],
+        "splits": {"scheme": "none"}, "evaluate": {"measures": ["nDCG@10"]},
+        "rerank": {"depth": 3, "systems": [
+            {"name": "only-a", "model": "tiny-llama", "prompt": "plain", "max_length": 96, "datasets": ["demo-a"]},
+            {"name": "both", "model": "tiny-qwen2", "prompt": "plain", "max_length": 96}]},
+        "explain": {"max_queries": 1, "nsamples": 8, "max_item_tokens": 8, "ks": [1]},
+    })
+    r = cli("explain", cfg)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "results" / "two" / "explanations"
+    datasets = {s: sorted(json.loads(p.read_text())["dataset"] for p in (out / s).glob("*.json"))
+                for s in ("only-a", "both")}
+    assert datasets == {"only-a": ["demo-a"], "both": ["demo-a", "demo-b"]}
