@@ -549,6 +549,7 @@ class Pipeline:
             write_r2r_table5(per_query, systems, board.listwise, self.exp, self.out_dir, prov, board.flags)
         if self.exp.explain is not None:  # faithfulness, grounding, Table 2 text columns per system
             board.extra_columns.update(self.explanations())
+            board.explain_intervals = getattr(self, "explain_intervals", {})  # faithfulness with intervals
         with stage("report", "leaderboard exports") as st:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             per_query.to_csv(self.out_dir / "per_query.csv.tmp", index=False)
@@ -579,15 +580,24 @@ class Pipeline:
         return self.rerank_qids(name)[: cfg.max_queries] if cfg.max_queries else self.rerank_qids(name)
 
     @functools.cache
-    def explain(self, name: str, system: str):
-        """KernelSHAP attributions of one system's top items on one data source (ExplainArtifact)."""
-        from bench.explain.steps import explain_stage
+    def explain_all(self) -> dict:
+        """(dataset, system) -> ExplainArtifact of every explained system on every data source it ranks: every
+        configured explainer's attributions of its top items (and RankingSHAP of its rankings, when listed); the
+        missing ones are computed in one pass of the data plane (all systems: start-up paid once)."""
+        from bench.explain.steps import explain_all
 
-        spec, info = next((s, i) for s, i in self.explained_systems() if s.name == system)
         cfg = self.exp.explain
-        return explain_stage(self.cache, self.rerank(name, spec, info), self.dataset(name).collection,
-                             self.explain_qids(name), spec, cfg, self.exp.seed if cfg.seed is None else cfg.seed,
-                             self.exp.ray)
+        ranked = self.rerank_all()
+        pairs = [(d.name, spec) for d in self.datasets() for spec, _ in self.explained_systems()
+                 if (d.name, spec.name) in ranked]
+        arts = explain_all(self.cache, [(ranked[(n, spec.name)], self.dataset(n).collection, self.explain_qids(n), spec)
+                                        for n, spec in pairs], cfg, self.exp.seed if cfg.seed is None else cfg.seed,
+                           self.exp.ray)
+        return {(n, spec.name): a for (n, spec), a in zip(pairs, arts)}
+
+    def explain(self, name: str, system: str):
+        """One system's attributions on one data source (ExplainArtifact)."""
+        return self.explain_all()[(name, system)]
 
     @functools.cache
     def reason(self, name: str, system: str):
@@ -600,14 +610,20 @@ class Pipeline:
 
     @functools.cache
     def explanations(self, reason: bool = True) -> dict[str, dict[str, float]]:
-        """explain -> (reason) -> explanation metrics -> outputs; the leaderboard's extra columns."""
+        """explain -> (reason) -> explanation metrics -> outputs; the leaderboard's extra columns (the columns
+        with intervals are kept in `self.explain_intervals`)."""
         from bench.explain.steps import leaderboard_columns, metrics_stage, write_explanation_outputs
 
-        pairs = [(d.name, s.name) for d in self.datasets() for s, _ in self.explained_systems()]
-        with stage("explain", "KernelSHAP attributions") as st:
-            explained = [self.explain(n, s) for n, s in pairs]
+        cfg = self.exp.explain
+        labels = ", ".join(e.key for e in cfg.explainers)
+        with stage("explain", f"{labels} attributions") as st:
+            explained_by_pair = self.explain_all()
+            pairs = list(explained_by_pair)
+            explained = list(explained_by_pair.values())
             items = [it for a in explained for it in a.items]
-            st["note"] = f"{len(items)} items, {sum(it.get('status') in ('ok', 'k_clamped') for it in items)} explained"
+            rankings = [r for a in explained for r in a.rankings]
+            st["note"] = (f"{len(items)} items, {sum(it.get('status') in ('ok', 'k_clamped') for it in items)} "
+                          f"explained" + (f"; {len(rankings)} rankings" if rankings else ""))
         keys, usage = [a.key for a in explained], {}
         if reason and self.exp.reason is not None:
             with stage("reason", f"{self.exp.reason.backend}:{self.exp.reason.model}") as st:
@@ -621,11 +637,22 @@ class Pipeline:
         runs = {d.name: {sr.info.name: sr.run for sr in self.system_runs(d.name) if sr.run is not None}
                 for d in self.datasets()}
         keys += [sr.key for d in self.datasets() for sr in self.system_runs(d.name)]
-        with stage("evaluate explanations", "faithfulness, grounding, text agreement"):
+        rep = self.exp.report
+        settings = {"k": cfg.k, "ks": list(cfg.ks), "seed": self.exp.seed, "test": rep.test,
+                    "n_resamples": rep.bootstrap_resamples or 1000}
+        with stage("evaluate explanations", "faithfulness with intervals over queries, grounding, text agreement"):
             metrics = metrics_stage(self.cache, items, keys, runs, {d.name: d.collection for d in self.datasets()},
-                                    {d.name: self.rerank_qids(d.name) for d in self.datasets()})
-        write_explanation_outputs(self.out_dir, items, metrics, usage, f"Explanations: {self.exp.name}")
-        return leaderboard_columns(metrics, self.exp.explain.k, self.exp.explain.ks)
+                                    {d.name: self.rerank_qids(d.name) for d in self.datasets()}, rankings, settings,
+                                    cfg)
+        write_explanation_outputs(self.out_dir, items, metrics, usage, f"Explanations: {self.exp.name}", rankings)
+        self.explain_intervals = metrics.get("intervals", {})
+        if any(info.kind in ("trained", "tuned") for _, info in self.explained_systems()):
+            from bench.report.explainability import write_explainability
+
+            per_query = pd.concat([self.evaluate(d.name) for d in self.datasets()], ignore_index=True)
+            prov = stamp(self.exp.hash(), self.exp.seed, {d.name: d.checksum for d in self.datasets()})
+            write_explainability(items, per_query, self.all_systems(), self.exp, self.out_dir, prov)
+        return leaderboard_columns(metrics, cfg.k, cfg.ks)
 
     def summary(self) -> str:
         # Distinct artifacts: a stage asked for twice in one run is not "reused from cache".

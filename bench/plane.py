@@ -14,8 +14,11 @@ once (tests/test_plane.py kills a worker with SIGKILL in the middle of a stage).
 
 Two tasks run on the plane:
 - `score`: rows (system, qid, docid) -> score, and whether the query / item was cut to fit;
-- `explain`: rows (system, qid, docid, rank, score) -> KernelSHAP attributions of that item
-  (`bench.explain.kernel_shap.explain_item`), one row per batch.
+- `explain`: rows (system, qid, docid) -> every configured explainer's attributions of that item
+  (`bench.explain.item.explain_one`, i.e. `bench.explain.explainers.explain_pair`, with the actor's
+  loaded scorer: one model load per actor and system, whatever the number of explainers), or, for a
+  row whose docid lists a query's candidates (`RANKING_ROW` + ids joined by `|`), RankingSHAP of that
+  ranking (`bench.explain.item.explain_query_ranking`); one row per batch.
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ from typing import Any, Iterable
 import numpy as np
 
 log = logging.getLogger("bench")
+
+RANKING_ROW = "ranking:"  # an explain row whose docid is "ranking:" + candidate ids joined by "|"
 
 
 @dataclass(frozen=True)
@@ -73,18 +78,22 @@ class PlaneWorker:
     def _explain(self, batch):
         import json
 
-        from bench.explain.kernel_shap import explain_item
+        from bench.explain.item import explain_one, explain_query_ranking
 
         results = []
         for i in range(len(batch["row"])):
             scorer = self.scorer(int(batch["system"][i]))
+            qid, docid = str(batch["qid"][i]), str(batch["docid"][i])
             try:
-                res = explain_item(scorer, self.queries[batch["qid"][i]], self.items[batch["docid"][i]],
-                                   self.task_cfg, self.seed)
+                if docid.startswith(RANKING_ROW):
+                    texts = [self.items[d] for d in docid[len(RANKING_ROW):].split("|")]
+                    res = explain_query_ranking(scorer, self.queries[qid], texts, self.task_cfg, self.seed, qid=qid)
+                else:
+                    res = explain_one(scorer, self.queries[qid], self.items[docid], self.task_cfg, self.seed, qid=qid)
             except Exception as e:  # noqa: BLE001 - one broken item must not lose the others
-                log.exception("explain: %s/%s failed", batch["qid"][i], batch["docid"][i])
+                log.exception("explain: %s/%s failed", qid, docid)
                 res = {"status": "error", "message": f"{type(e).__name__}: {e}", "topk": [], "words": [],
-                       "word_values": [], "tokens": [], "token_values": None, "erasure": {}}
+                       "word_values": [], "tokens": [], "token_values": None, "erasure": {}, "explainers": {}}
             results.append(json.dumps(res))
         return {"row": batch["row"], "result": np.array(results, dtype=object)}
 
@@ -150,18 +159,27 @@ def score_rows(specs: list, rows: list[dict], queries: dict[str, str], items: di
     return {"score": scores, "query_cut": query_cut, "item_cut": item_cut}
 
 
-def explain_rows(spec, rows: list[dict], queries: dict[str, str], items: dict[str, str], explain_cfg, seed: int,
+def explain_rows(specs, rows: list[dict], queries: dict[str, str], items: dict[str, str], explain_cfg, seed: int,
                  resources: PlaneResources, desc: str = "") -> list[dict]:
-    """KernelSHAP results of rows `{qid, docid}` of one system, in row order."""
+    """Explanations of rows `{system, qid, docid}` (system = index into `specs`; one spec: rows may leave it
+    out), in row order. Rows are sent sorted by system, so an actor loads each system's scorer once."""
     import json
 
+    specs = specs if isinstance(specs, list) else [specs]
     for i, r in enumerate(rows):
-        r.update(row=i, system=0)
+        r.setdefault("system", 0)
+        r["row"] = i
+    ordered = sorted(rows, key=lambda r: (r["system"], r["row"]))
     results: list[dict | None] = [None] * len(rows)
-    for batch in run_plane([spec], rows, queries, items, "explain", resources, task_cfg=explain_cfg, seed=seed,
+    done = 0
+    for batch in run_plane(specs, ordered, queries, items, "explain", resources, task_cfg=explain_cfg, seed=seed,
                            desc=desc, unit="item"):
         for i, res in zip(batch["row"], batch["result"]):
             results[int(i)] = json.loads(res)
+            done += 1
+            log.debug("%s: %d/%d rows explained (%s, %s, %.1fs)", desc or "explain", done, len(rows),
+                      specs[rows[int(i)]["system"]].name, results[int(i)].get("status"),
+                      results[int(i)].get("seconds") or 0.0)  # the log file's progress (no bar off a terminal)
     missing = [i for i, r in enumerate(results) if r is None]
     if missing:
         raise RuntimeError(f"data plane returned no attribution for {len(missing)} items")

@@ -3,8 +3,9 @@ PROVENANCE.md, so a reader can check the numbers the README quotes.
 
     python scripts/save_reference.py EXPERIMENT --command "rerank-bench run configs/x.yaml" [--console FILE]
 
-Copies what is small and what the README cites (leaderboard md/json/csv, significance, Table 1,
-R2R tables, the resolved config); the provenance (commit, config hash, seed, data checksums,
+Copies what is small and what the README cites (leaderboard md/json/csv/tex, significance, Table 1,
+R2R tables, the explainer comparison and its summary, explainability per method, the top-k ablation,
+the resolved config); the provenance (commit, config hash, seed, data checksums,
 library versions) comes from leaderboard.json, where every run records it.
 """
 from __future__ import annotations
@@ -18,7 +19,10 @@ from pathlib import Path
 
 FILES = ("leaderboard.md", "leaderboard.json", "leaderboard.csv", "significance.csv", "table1.md", "table1.json",
          "r2r_table1.md", "r2r_table1.json", "r2r_table3.md", "r2r_table3.json", "r2r_table5.md", "r2r_table5.json",
-         "r2r_cost.md", "r2r_cost.json", "config.resolved.json")
+         "r2r_cost.md", "r2r_cost.json", "config.resolved.json",
+         # the explain stage's explainer comparison, explainability per training method, the top-k ablation
+         "explainers.md", "explanations.json", "summary.json", "explainability.md", "explainability.csv",
+         "explainability.json", "topk.md", "topk.csv", "topk.json", "topk.png", "leaderboard.tex")
 
 
 def main(argv: list[str] | None = None) -> int:

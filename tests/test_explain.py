@@ -127,6 +127,11 @@ def test_explain_reason_evaluate_in_the_pipeline(write_config, cli, tmp_path):
     ({"explain": {}, "reason": {"backend": "openai", "api_key_env": "RB_UNSET_KEY_VAR"}},
      "reason.api_key_env: environment variable RB_UNSET_KEY_VAR is not set"),
     ({"reason": {"backend": "local"}}, "reason: needs the explain stage"),
+    ({"explain": {"explainers": ["kernel_shap", "shap"]}}, "unknown explainer 'shap'"),
+    ({"explain": {"explainers": [{"name": "lime", "params": {"nsamples": 64}}]}}, "unknown parameter(s) ['nsamples']"),
+    ({"explain": {"explainers": ["loo", "loo"]}}, "explainers listed twice"),
+    ({"explain": {"unit": "token"}}, "explain.unit: the explain stage attributes words"),
+    ({"explain": {"systems": "every"}}, "explain.systems"),
 ])
 def test_bad_explain_or_reason_config_is_one_line_and_exit_2(write_config, cli, section, expected):
     cfg = write_config({"name": "bad", "data": [{"name": "envri-demo", "loader": "demo"}],

@@ -293,21 +293,26 @@ def test_integrated_gradients_is_unsupported_on_a_bi_encoder():
     assert result["explainers"]["loo"]["status"] == "ok"
 
 
-def test_config_lists_explainers_by_registry_name_and_maps_to_settings():
+def test_explain_config_lists_explainers_by_registry_name_and_maps_to_settings():
     from pydantic import ValidationError
 
-    from bench.explain.config import ExplainersConfig
+    from bench.explain.config import ExplainConfig
 
-    cfg = ExplainersConfig(methods=[{"name": "kernel_shap", "params": {"nsamples": 64}},
-                                    {"name": "kernel_shap", "label": "ks512", "params": {"nsamples": 512}}],
-                           removal="mask", aopc_bins="ferret")
-    assert [ExplainerSpec.of(m).key for m in cfg.methods] == ["kernel_shap", "ks512"]
+    cfg = ExplainConfig(explainers=["kernel_shap", {"name": "kernel_shap", "label": "ks512", "params": {"nsamples": 512}},
+                                    {"name": "ranking_shap", "params": {"nsamples": 32, "candidates": 4}}],
+                        nsamples=64, removal="mask", aopc_bins="ferret", naopc_max_words=40, naopc_exact_max_words=10)
+    assert [s.key for s in cfg.explainer_specs()] == ["kernel_shap", "ks512"] and cfg.primary == "kernel_shap"
+    # a bare kernel_shap takes explain.nsamples (existing configs keep their meaning); its own params win
+    assert [s.params["nsamples"] for s in cfg.explainer_specs()] == [64, 512]
     assert cfg.pair_settings() == PairSettings(removal="mask", aopc_bins="ferret")
-    assert cfg.ranking_settings().removal == "mask"
-    assert [m.name for m in ExplainersConfig().methods] == list(EXPLAINERS)
+    assert cfg.ranking_settings().removal == "mask" and cfg.ranking_settings().nsamples == 32
+    assert cfg.ranking_config().candidates == 4
+    assert [e.name for e in ExplainConfig().explainers] == ["kernel_shap"]  # the default: KernelSHAP alone
     with pytest.raises(ValidationError, match="unknown explainer 'shap'"):
-        ExplainersConfig(methods=[{"name": "shap"}])
+        ExplainConfig(explainers=[{"name": "shap"}])
     with pytest.raises(ValidationError, match="unknown parameter"):
-        ExplainersConfig(methods=[{"name": "integrated_gradients", "params": {"steps": 8}}])
+        ExplainConfig(explainers=[{"name": "integrated_gradients", "params": {"steps": 8}}])
     with pytest.raises(ValidationError, match="listed twice"):
-        ExplainersConfig(methods=[{"name": "loo"}, {"name": "loo"}])
+        ExplainConfig(explainers=["loo", "loo"])
+    with pytest.raises(ValidationError, match="at least one pairwise explainer"):
+        ExplainConfig(explainers=["ranking_shap"])

@@ -92,7 +92,8 @@ def test_a_killed_reranking_worker_is_replaced_and_every_pair_is_scored_once(tmp
 
 def test_a_killed_attribution_worker_is_replaced_and_every_item_is_explained_once(tmp_path, write_config):
     spec = {"name": "tiny", "model": "tiny-llama", "batch_size": 64, "max_length": 256}
-    explain = {"systems": ["tiny"], "top_items": 1, "nsamples": 1200, "ks": [1, 3], "batch_size": 256, "actors": 2}
+    explain = {"systems": ["tiny"], "top_items": 1, "nsamples": 1200, "ks": [1, 3], "batch_size": 256, "actors": 2,
+               "metrics": False, "repeat_seed_offset": None}
     cfg = write_config({**EXPERIMENT, "rerank": {"depth": 10, "actors": 1, "systems": [spec]}, "explain": explain})
     out = tmp_path / "results" / "plane"
     log = tmp_path / "explain.log"
@@ -109,11 +110,11 @@ def test_a_killed_attribution_worker_is_replaced_and_every_item_is_explained_onc
     # the same seed per item: a retried item's attributions equal a fresh, undisturbed computation
     from bench.config import ScorerSpec
     from bench.explain.config import ExplainConfig
-    from bench.explain.kernel_shap import explain_item
+    from bench.explain.item import explain_one
     from bench.rerank.scorers import build_scorer
 
     scorer = build_scorer(ScorerSpec(**{**spec, "batch_size": 256}))
     for item in items[:4]:
-        fresh = explain_item(scorer, item["query"], item["text"],
-                             ExplainConfig(**{k: v for k, v in explain.items() if k != "systems"}), seed=5)
+        fresh = explain_one(scorer, item["query"], item["text"],
+                            ExplainConfig(**{k: v for k, v in explain.items() if k != "systems"}), seed=5)
         assert np.allclose(fresh["word_values"], item["word_values"], atol=1e-5)

@@ -36,6 +36,11 @@ def sweep_tree(name: str, space: dict, **tune) -> dict:
     ("invalid-value", {"space": {"lora_r": {"choice": [0, 8]}}}, "value 0 is not a valid lora_r"),
     ("unreported-objective", {"metric": "valid_MAP@7"}, "is not reported by any trial"),
     ("missing-searcher", {"search": {"type": "hyperopt"}}, "pip install hyperopt"),
+    ("seed-not-an-integer", {"space": {"seed": {"grid": [1, 2.5]}}}, "seed: expected"),
+    ("fraction-out-of-range", {"space": {"train_fraction": {"grid": [0, 0.5]}}}, "fractions in (0, 1]"),
+    ("two-size-axes", {"space": {"train_fraction": {"grid": [0.5]}, "train_queries": {"grid": [2]}}},
+     "two names of one axis"),
+    ("more-queries-than-the-split", {"space": {"train_queries": {"grid": [2, 500]}}}, "the train split has 8"),
 ])
 def test_bad_sweep_config_is_one_line_exit_2_before_any_trial(write_config, tmp_path, case, tune_update, expected):
     tree = sweep_tree(f"bad-{case}", {"lr": {"choice": [1e-4, 1e-3]}})
@@ -142,3 +147,69 @@ def test_space_maps_to_ray_tune_distributions_and_searchers():
 
     assert type(search_algorithm(cfg.model_copy(update={"search": SearchConfig(type="optuna")}), 1)).__name__ == \
         "OptunaSearch"
+
+
+def test_training_data_subsets_are_seeded_nested_across_sizes_and_leave_validation_alone():
+    from bench.tune.sweep import subset_training_data, training_queries
+
+    data = {"train_items": [{"qid": f"q{i}", "docid": f"d{i}{j}"} for i in range(10) for j in range(3)],
+            "train_pairs": [{"qid": f"q{i}", "chosen": "a", "rejected": "b"} for i in range(10)],
+            "valid_pairs": [{"qid": "v1"}], "valid_items": [{"qid": "v1"}]}
+    half = subset_training_data(data, fraction=0.5, seed=1)
+    quarter = subset_training_data(data, fraction=0.25, seed=1)  # ceil(2.5) = 3 queries
+    assert len(half["train_queries_used"]) == 5 and len(quarter["train_queries_used"]) == 3
+    assert set(quarter["train_queries_used"]) < set(half["train_queries_used"])  # nested for one seed
+    assert training_queries(half) == half["train_queries_used"]
+    assert len(half["train_items"]) == 15 and {p["qid"] for p in half["train_pairs"]} == set(half["train_queries_used"])
+    assert half["valid_pairs"] == data["valid_pairs"] and half["valid_items"] == data["valid_items"]
+    assert subset_training_data(data, fraction=0.5, seed=1) == half  # seeded
+    assert subset_training_data(data, fraction=0.5, seed=2)["train_queries_used"] != half["train_queries_used"]
+    assert subset_training_data(data, queries=4, seed=1)["train_queries_used"] == \
+        subset_training_data(data, fraction=0.4, seed=1)["train_queries_used"]
+    assert subset_training_data(data) is data  # no size axis: the data as it is
+
+
+def test_variance_over_seeds_groups_configurations_and_bootstraps_queries():
+    from bench.evaluate.significance import mean_ci
+    from bench.tune.sweep import variance_table
+
+    trials = pd.DataFrame([
+        {"trial_id": f"t{f}{s}", "config/train_fraction": f, "config/seed": s, "status": "finished",
+         "valid_nDCG@10": v} for f, s, v in ((0.5, 1, 0.40), (0.5, 2, 0.50), (0.5, 3, 0.60), (1.0, 1, 0.70),
+                                             (1.0, 2, 0.72), (1.0, 3, 0.74))])
+    per_query = {f"t{f}{s}": {"valid_nDCG@10": {"a": v - 0.1, "b": v + 0.1, "c": v}}
+                 for f, s, v in ((0.5, 1, 0.40), (0.5, 2, 0.50), (0.5, 3, 0.60), (1.0, 1, 0.70), (1.0, 2, 0.72),
+                                 (1.0, 3, 0.74))}
+    rows = {r["train_fraction"]: r for r in variance_table(trials, per_query, "valid_nDCG@10", seed=0)}
+    half = rows[0.5]
+    assert half["trials"] == 3 and half["seeds"] == [1, 2, 3]
+    assert half["mean"] == pytest.approx(0.5) and half["sd"] == pytest.approx(0.1) and half["max"] == pytest.approx(0.6)
+    assert rows[1.0]["sd"] == pytest.approx(0.02)
+    pq = half["per_query"]  # each query averaged over the three seeds: a 0.4, b 0.6, c 0.5
+    assert pq["mean"] == pytest.approx(0.5) and pq["n_queries"] == 3
+    assert (pq["ci_low"], pq["ci_high"]) == pytest.approx(mean_ci([0.4, 0.6, 0.5], 0))
+
+
+def test_a_sweep_over_seeds_and_training_data_size_reports_variance(write_config, tmp_path):
+    """Two seeds x two training-data sizes: four trials, each trained on its own seeded subset of the
+    training queries; variance.md/json per size over the seeds."""
+    import json
+
+    path = write_config(sweep_tree("seeds", {"seed": {"grid": [1, 2]}, "train_fraction": {"grid": [0.5, 1.0]}},
+                                   scheduler={"type": "fifo"}, search={"type": "grid"}, max_concurrent_trials=2))
+    proc = run_cli("tune", path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    root = tmp_path / "results" / "seeds" / "tune"
+    trials = pd.read_csv(root / "trials.csv")
+    assert len(trials) == 4 and set(trials["status"]) == {"finished"}
+    assert sorted(zip(trials["config/train_fraction"], trials["config/seed"])) == \
+        [(0.5, 1), (0.5, 2), (1.0, 1), (1.0, 2)]
+    assert set(trials.loc[trials["config/train_fraction"] == 1.0, "train_queries_used"]) == {8}  # the whole split
+    assert set(trials.loc[trials["config/train_fraction"] == 0.5, "train_queries_used"]) == {4}
+    variance = json.loads((root / "variance.json").read_text())
+    assert [r["train_fraction"] for r in variance["rows"]] == [0.5, 1.0]
+    for r in variance["rows"]:
+        assert r["seeds"] == [1, 2] and r["trials"] == 2 and r["per_query"]["n_queries"] == 4
+        seeds = trials[trials["config/train_fraction"] == r["train_fraction"]]["valid_nDCG@10"]
+        assert r["mean"] == pytest.approx(seeds.mean()) and r["sd"] == pytest.approx(seeds.std(ddof=1))
+    assert "sd over seeds" in (root / "variance.md").read_text()

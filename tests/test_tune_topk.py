@@ -39,28 +39,43 @@ def test_topk_sweep_writes_table_plot_and_chosen_k_from_one_attribution_pass(wri
     crit = table.groupby("k")["criterion"].mean()
     assert str(report["chosen_k"]) == crit.idxmax()
     md = (out / "topk.md").read_text()
-    assert f"Chosen k = {report['chosen_k']}" in md and md.count("| tiny-llama |") == 3
+    table_md, tests_md = md.split("Is the chosen k distinguishable")
+    assert f"Chosen k = {report['chosen_k']}" in md and table_md.count("| tiny-llama |") == 3
+    assert tests_md.count("| all models |") == len([t for t in report["neighbour_tests"] if t["model"] == "all models"])
     assert (out / "topk.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # Attributions once per item: one explain_item call per explained item, whatever the number of ks.
+    # Attributions once per item: one explain_one call per explained item, whatever the number of ks.
     for model in ("tiny-llama", "tiny-qwen2"):
         trial = json.loads((out / "tune" / "topk" / f"{model}.json").read_text())
-        assert trial["explain_item_calls"] == len({(r["qid"], r["docid"]) for r in trial["rows"]}) == 2
+        assert trial["explain_calls"] == len({(r["qid"], r["docid"]) for r in trial["rows"]}) == 2
+    # every metric at every k has its interval over queries, and the chosen k is tested against its neighbours
+    assert {(r["model"], str(r["k"])) for r in report["intervals"]} == \
+        {(m, k) for m in ("tiny-llama", "tiny-qwen2", "all models") for k in ("1", "3", "all")}
+    for r in report["intervals"]:
+        for metric in ("comprehensiveness", "sufficiency", "criterion"):
+            c = r[metric]
+            # (to float noise: sufficiency at k=all is 0 up to 1e-9, and a constant sample's interval is that value)
+            assert c["n_queries"] == 2 and c["ci_low"] - 1e-6 <= c["mean"] <= c["ci_high"] + 1e-6, (r["model"], r["k"],
+                                                                                                   metric, c)
+    overall = [t for t in report["neighbour_tests"] if t["model"] == "all models"]
+    assert {str(t["chosen_k"]) for t in overall} == {str(report["chosen_k"])} and 1 <= len(overall) <= 2
+    assert all(0 <= t["p_value"] <= t["p_holm"] <= 1 for t in report["neighbour_tests"])
 
 
 def test_reused_attributions_give_what_a_separate_run_per_k_gives():
     """The per-k erasure scores from one pass equal a pass computed for that k alone."""
     from bench.config import ScorerSpec
     from bench.explain.config import ExplainConfig
-    from bench.explain.kernel_shap import explain_item
+    from bench.explain.item import explain_one
     from bench.rerank.scorers import build_scorer
-    from bench.tune.topk import ALL_K, item_metrics
+    from bench.tune.topk import ALL_K, item_metrics, trial_explain_cfg
 
     scorer = build_scorer(ScorerSpec(name="t", model="tiny-qwen2", prompt="plain", max_length=128))
     query, text = "ocean carbon flux data", "Monthly ocean carbon flux observations from buoys in the North Atlantic"
-    cfg = ExplainConfig(nsamples=16, ks=[1, 3, ALL_K])
-    once = explain_item(scorer, query, text, cfg, 3)
+    cfg = trial_explain_cfg(ExplainConfig(nsamples=16, ks=[1, 3, ALL_K], explainers=["kernel_shap", "loo"]))
+    assert [e.name for e in cfg.explainers] == ["kernel_shap"] and not cfg.metrics  # the primary explainer alone
+    once = explain_one(scorer, query, text, cfg, 3)
     rows = {r["k"]: r for r in item_metrics(once, query, [1, 3, ALL_K])}
-    alone = explain_item(scorer, query, text, cfg.model_copy(update={"ks": [3]}), 3)
+    alone = explain_one(scorer, query, text, cfg.model_copy(update={"ks": [3]}), 3)
     full = 1 / (1 + np.exp(-alone["full_score"]))
     # Two runs score the same texts in differently composed padded batches: equal to float32 noise.
     assert rows[3]["comprehensiveness"] == pytest.approx(full - 1 / (1 + np.exp(-alone["erasure"]["3"]["removed"])),
@@ -86,3 +101,31 @@ def test_chosen_k_maximises_the_configured_criterion():
     assert chosen == "all"
     _, _, chosen, _ = summarise(items, "sufficiency")
     assert chosen == 1
+
+
+def test_chosen_k_is_tested_against_its_neighbours_paired_over_queries_with_holm():
+    """k=5 beats k=1 on every query (distinguishable); k=all is as good as k=5, up to noise (not distinguishable)."""
+    from scipy import stats
+
+    from bench.evaluate.significance import holm
+    from bench.tune.topk import intervals, neighbour_tests, summarise
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.01, size=(3, 6))
+    items = pd.DataFrame([
+        {"model": "m", "qid": f"q{q}", "docid": "d", "k": k, "comprehensiveness": base + noise[i, q], "sufficiency": 0.0,
+         "aopc": 0.0, "query_overlap": 0.0, "random_comprehensiveness": 0.0}
+        for i, (k, base) in enumerate(((1, 0.1), (5, 0.5), ("all", 0.5))) for q in range(6)])
+    _, per_model, chosen, _ = summarise(items, "comprehensiveness")
+    assert chosen == 5 and per_model == {"m": 5}
+    tests = {t["neighbour_k"]: t for t in neighbour_tests(items, "comprehensiveness", {"m": 5}, seed=0)}
+    assert set(tests) == {1, "all"}
+    by_hand = {k: stats.ttest_rel(noise[1] + 0.5, noise[i] + base).pvalue
+               for i, (k, base) in ((0, (1, 0.1)), (2, ("all", 0.5)))}
+    adjusted = dict(zip(by_hand, holm(list(by_hand.values()))))
+    for k in (1, "all"):
+        assert tests[k]["p_value"] == pytest.approx(by_hand[k]) and tests[k]["p_holm"] == pytest.approx(adjusted[k])
+    assert tests[1]["distinguishable"] and not tests["all"]["distinguishable"]
+    cis = {(r["model"], r["k"]): r for r in intervals(items, "comprehensiveness", seed=0)}
+    c = cis[("m", 5)]["comprehensiveness"]
+    assert c["n_queries"] == 6 and c["ci_low"] < 0.5 + noise[1].mean() < c["ci_high"] and c["ci_high"] - c["ci_low"] < 0.05

@@ -297,11 +297,12 @@ ITEM_METRICS = {  # name -> path into an explainer's result of `bench.explain.ex
     "tau_loo": ("metrics", "tau_loo"),
     "stability": ("stability", "tau"),
     "evaluations": ("evaluations",),
+    "backward_evaluations": ("backward_evaluations",),
     "seconds": ("seconds",),
 }
 HIGHER_IS_BETTER = {"aopc_comprehensiveness": True, "aopc_sufficiency": False, "naopc_comprehensiveness": True,
                     "naopc_sufficiency": False, "tau_loo": True, "stability": True, "evaluations": False,
-                    "seconds": False}
+                    "backward_evaluations": False, "seconds": False}
 
 
 def _get(result: dict, path: tuple[str, ...]):

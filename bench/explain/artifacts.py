@@ -5,7 +5,7 @@ they are `TypedDict`s: the fields are declared here once, for readers and type c
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, TypedDict
 
 
@@ -16,7 +16,8 @@ class TopWord(TypedDict):
 
 
 class ExplainedItem(TypedDict, total=False):
-    """One re-ranked item with its KernelSHAP attributions (`bench.explain.kernel_shap.explain_item`)."""
+    """One re-ranked item with every explainer's attributions (`bench.explain.item.explain_one`); the top-level
+    words, values, top-k and erasure scores are the primary explainer's, over the item's words."""
 
     system: str
     dataset: str
@@ -40,15 +41,21 @@ class ExplainedItem(TypedDict, total=False):
     words: list[str]
     token_values: Optional[list[float]]
     word_values: list[float]
-    base_value: float
-    full_score: float  # base_value + sum(values): the ranked score (KernelSHAP's efficiency)
+    base_value: float  # the primary explainer's base value (every word absent), where it has one
+    full_score: float  # the ranked score (KernelSHAP: base_value + the sum of every pair word's value)
     topk: list[TopWord]
     k: int
     k_clamped: bool
     erasure: dict[str, dict[str, float]]  # k -> {removed, kept, random}: scores after erasing words
-    coalitions: int
-    forward_rows: int
-    forward_calls: int
+    primary: str  # label of the primary explainer (the first pairwise one of explain.explainers)
+    pair_words: list[str]  # the words every explainer attributes: query words, then item words
+    sides: list[str]  # "query" | "item" per pair word
+    query_values: list[float]  # the primary explainer's values of the query words
+    explainers: dict[str, dict]  # label -> `explain_pair` result: values, cost, stability, metrics
+    settings: dict  # the PairSettings shared by every explainer (removal rule, metric settings)
+    metric_evaluations: int
+    erasure_evaluations: int
+    evaluations: int  # model rows of the item in all: explainers (+ stability reruns), metrics, erasure
     seconds: float
 
 
@@ -87,6 +94,7 @@ class ReasonSummary(TypedDict, total=False):
 class ExplainArtifact:
     key: str
     items: list[ExplainedItem]
+    rankings: list[dict] = field(default_factory=list)  # RankingSHAP per query (`explain_ranking` + system, dataset)
 
 
 @dataclass

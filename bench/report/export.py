@@ -21,6 +21,7 @@ import pandas as pd
 
 from bench.artifacts import write_json_atomic, write_text_atomic
 from bench.evaluate.significance import legend as significance_legend
+from bench.explain.summary import fmt_interval
 from bench.report.crossdomain import Matrix, column_header, cross_domain_matrices, datasets_of, layout_tables
 from bench.report.flags import LATEX as FLAG_LATEX
 from bench.report.flags import all_marks
@@ -75,6 +76,8 @@ def _main_markdown(board) -> str:
                                            for s in board.table.index]
     for col, values in board.extra_columns.items():
         out[col] = [_fmt(values.get(s)) for s in board.table.index]
+    for col, cells in board.explain_intervals.items():  # mean [95 % CI over queries]
+        out[f"{col} [95% CI]"] = [fmt_interval(cells.get(s)) for s in board.table.index]
     out.index.name = "system"
     return out.to_markdown(disable_numparse=True)
 
@@ -180,7 +183,28 @@ def to_latex(board, title: str) -> str:
     parts = [f"% rerank-bench leaderboard; needs \\usepackage{{booktabs}}; config {board.provenance.get('config_hash')}",
              main_latex(board, title)]
     parts += [matrix_latex(m, board) for m in layouts + cross]
+    if board.explain_intervals:
+        parts.append(intervals_latex(board, title))
     return "\n\n".join(parts) + "\n"
+
+
+def intervals_latex(board, title: str) -> str:
+    """The faithfulness columns: mean and its 95 % bootstrap interval over queries, one row per explained system."""
+    cols = list(board.explain_intervals)
+    systems = [s for s in board.table.index if any(s in board.explain_intervals[c] for c in cols)]
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{l" + "c" * len(cols) + "}", r"\toprule",
+             " & ".join(["System"] + [_tex_escape(c) for c in cols]) + r" \\", r"\midrule"]
+    for s in systems:
+        cells = []
+        for c in cols:
+            cell = board.explain_intervals[c].get(s)
+            text = fmt_interval(cell)
+            cells.append("--" if text == "–" else _tex_escape(text))
+        lines.append(" & ".join([_tex_escape(s)] + cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}",
+              rf"\caption{{{_tex_escape(title)}: explanation faithfulness of each system's primary explainer, mean of "
+              r"per-query means [95\,\% percentile bootstrap interval resampling queries].}}", r"\end{table}"]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- JSON
@@ -188,7 +212,7 @@ def to_json_dict(board, title: str) -> dict:
     from dataclasses import asdict
 
     mk = board_marks(board)
-    flat = board.flat()
+    flat = board.export_table()
     rows = []
     for system, row in flat.iterrows():
         rows.append({"system": system, **{k: (_num(v) if not isinstance(v, str) else v) for k, v in row.items()},
@@ -210,7 +234,8 @@ def to_json_dict(board, title: str) -> dict:
 
     report = {k: v for k, v in board.report.items()}
     report["legend"] = legend(board)
-    return {"schema": SCHEMA_ID, "title": title, "provenance": board.provenance, "report": report,
+    return {"explain_intervals": board.explain_intervals,
+            "schema": SCHEMA_ID, "title": title, "provenance": board.provenance, "report": report,
             "datasets": datasets_of(board), "rows": rows, "scores": scores, "significance": sig,
             "cross_domain": [clean(m) for m in cross], "layouts": [clean(m) for m in layouts],
             "extra_columns": {col: {s: _num(v) for s, v in values.items()} for col, values in board.extra_columns.items()},
@@ -234,7 +259,7 @@ def write_exports(board, out_dir: Path, title: str, stem: str = "leaderboard") -
         paths["md"] = write_text_atomic(out_dir / f"{stem}.md", to_markdown(board, title))
     if "csv" in formats:
         paths["csv"] = out_dir / f"{stem}.csv"
-        write_text_atomic(paths["csv"], board.flat().to_csv(float_format="%.6f"))
+        write_text_atomic(paths["csv"], board.export_table().to_csv(float_format="%.6f"))
     paths["significance"] = out_dir / "significance.csv"
     sig = board.significance if board.significance is not None else pd.DataFrame()
     write_text_atomic(paths["significance"], sig.to_csv(index=False, float_format="%.6g"))

@@ -30,7 +30,8 @@ def attribution_bar_chart(item: dict, path: Path, n: int | None = None) -> Path 
     ax.barh(range(len(values)), values, color=["#1f77b4" if v >= 0 else "#d62728" for v in values])
     ax.set_yticks(range(len(values)), labels)
     ax.axvline(0, color="black", linewidth=0.6)
-    ax.set_xlabel(f"SHAP value ({item.get('unit', 'word')} attribution to the ranking score)")
+    ax.set_xlabel(f"{item.get('primary') or 'kernel_shap'} value ({item.get('unit', 'word')} attribution to the "
+                  f"ranking score)")
     query = item["query"] if len(item["query"]) <= 60 else item["query"][:59] + "…"
     ax.set_title(f"{item['system']} · rank {item['rank']} · {item['docid']}\nquery: {query}", fontsize=9)
     fig.tight_layout()

@@ -22,6 +22,9 @@ class Leaderboard:
     systems: dict[str, SystemInfo]
     provenance: dict
     extra_columns: dict[str, dict[str, float]] = field(default_factory=dict)  # e.g. faithfulness per system
+    # columns with intervals (bench.explain.summary.interval_columns): column -> system -> {mean, ci_low, ci_high,
+    # n_queries, n_items}: the primary explainer's comp@k, suff@k, AOPC comp / suff, grounding@k
+    explain_intervals: dict[str, dict[str, dict]] = field(default_factory=dict)
     # Paired tests against the baselines (bench.evaluate.significance.COLUMNS) and how they were run:
     # {"baselines", "test", "correction", "alpha", "matrix_measure", "loaders": {dataset: loader}}.
     significance: pd.DataFrame | None = None
@@ -128,3 +131,13 @@ class Leaderboard:
                          "info": vars(self.systems.get(system, SystemInfo(system)))})
         write_json_atomic(paths["json"], {"title": title, "provenance": self.provenance, "rows": rows})
         return paths
+
+    def export_table(self) -> pd.DataFrame:
+        """`flat()` plus the columns with intervals (mean, then `<column> ci_low` / `ci_high`): leaderboard.csv and
+        the JSON rows."""
+        flat = self.flat()
+        for col, cells in self.explain_intervals.items():
+            for suffix, key in (("", "mean"), (" ci_low", "ci_low"), (" ci_high", "ci_high")):
+                flat[col + suffix] = [(cells.get(s) or {}).get(key) for s in flat.index]
+                flat[col + suffix] = flat[col + suffix].astype(float)
+        return flat

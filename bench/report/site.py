@@ -82,7 +82,8 @@ def _method_label(info: dict) -> str:
     return info.get("method") or info.get("kind") or "?"
 
 
-TABLE_FILES = ("table1.json", "r2r_table1.json", "r2r_table3.json", "r2r_table5.json", "r2r_cost.json")
+TABLE_FILES = ("table1.json", "r2r_table1.json", "r2r_table3.json", "r2r_table5.json", "r2r_cost.json",
+               "explainability.json", "topk.json", "tune/variance.json")
 
 
 def _tables(exp_dir: Path) -> list[dict]:
@@ -97,7 +98,21 @@ def _tables(exp_dir: Path) -> list[dict]:
     return out
 
 
-def experiment_page(doc: dict, plots: list[dict], downloads: list[dict], tables: list[dict] | None = None) -> str:
+def explainer_section(exp_dir: Path) -> dict | None:
+    """The explainer x metric table and the cost-vs-faithfulness chart, from explanations.json."""
+    path = exp_dir / "explanations.json"
+    if not path.is_file():
+        return None
+    from bench.report.explainers import cost_faithfulness_svg, site_table
+
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    table = site_table(metrics)
+    return None if table is None else {"table": table, "chart": cost_faithfulness_svg(metrics)}
+
+
+def experiment_page(doc: dict, plots: list[dict], downloads: list[dict], tables: list[dict] | None = None,
+                    explainers: dict | None = None) -> str:
+    from bench.explain.summary import fmt_interval
     from bench.report.figures import leaderboard_chart_svg
 
     infos = {r["system"]: r.get("info", {}) for r in doc["rows"]}
@@ -136,12 +151,18 @@ def experiment_page(doc: dict, plots: list[dict], downloads: list[dict], tables:
     extra = doc.get("extra_columns") or {}
     extra_rows = [{"system": r["system"], "cells": [extra[c].get(r["system"]) for c in extra]} for r in doc["rows"]
                   if any(extra[c].get(r["system"]) is not None for c in extra)]
+    intervals = doc.get("explain_intervals") or {}
+    interval_rows = [{"system": r["system"],
+                      "cells": [(intervals[c].get(r["system"]) or {}).get("mean") for c in intervals],
+                      "text": [fmt_interval(intervals[c].get(r["system"])) for c in intervals]} for r in doc["rows"]
+                     if any(r["system"] in intervals[c] for c in intervals)]
     return _env().get_template("experiment.html").render(
         title=doc["title"], prov=doc["provenance"], report=doc["report"], legend=doc["report"]["legend"],
         datasets=doc["datasets"], methods=methods, measures=measures, score_rows=list(rows.values()),
         layouts=[prep(m, False) for m in doc["layouts"]], cross=[prep(m, True) for m in doc["cross_domain"]],
         sig_rows=sig_rows, extra_columns=list(extra), extra_rows=extra_rows, plots=plots, downloads=downloads,
-        chart=leaderboard_chart_svg(doc), tables=tables or [], css=_template("site.css"), js=_template("site.js"))
+        chart=leaderboard_chart_svg(doc), tables=tables or [], css=_template("site.css"), js=_template("site.js"),
+        interval_columns=list(intervals), interval_rows=interval_rows, explainers=explainers)
 
 
 def build_site(results_root: Path, site_dir: Path) -> list[Path]:
@@ -163,7 +184,8 @@ def build_site(results_root: Path, site_dir: Path) -> list[Path]:
                 downloads.append({"href": name, "label": label})
         plots = _plots(exp_dir, page_dir, site)
         pages.append(write_text_atomic(page_dir / "index.html", experiment_page(doc, plots, downloads,
-                                                                                _tables(exp_dir))))
+                                                                                _tables(exp_dir),
+                                                                                explainer_section(exp_dir))))
         measure = doc["report"].get("matrix_measure", "nDCG@10")
         avg: dict[str, list[float]] = {}
         for s in doc["scores"]:

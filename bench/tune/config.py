@@ -11,6 +11,11 @@
       topk: {ks: [1, 3, 5, 10, all], criterion: comprehensiveness - sufficiency}   # SHAP top-k ablation
       size: {models: [{model: tiny-llama}, {model: smollm2-135m-instruct}], method: sft}  # model-size ablation
 
+    tune:                         # variance over seeds and a training-data-size axis
+      space:
+        seed: {grid: [1, 2, 3]}
+        train_fraction: {grid: [0.25, 0.5, 1.0]}   # or train_queries: {grid: [4, 8, 16]}
+
 Each distribution is one of `{grid: [...]}`, `{choice: [...]}`, `{uniform: [lo, hi]}`,
 `{loguniform: [lo, hi]}`, `{randint: [lo, hi]}` (ray.tune.grid_search/choice/uniform/loguniform/randint).
 """
@@ -27,7 +32,10 @@ from bench.train.config import METHODS, ModelEntry, TrainConfig
 # Searchable names: training hyperparameters (bench.train.config.Hyperparameters), model and method.
 HYPER_NAMES = ("lr", "epochs", "max_steps", "lora_r", "lora_alpha", "lora_dropout", "dpo_beta", "batch_size",
                "grad_accum", "warmup_steps")
-SPACE_NAMES = HYPER_NAMES + ("model", "method")
+# Axes of an ablation beside the hyperparameters: the trial's seed (training, sampling and the training-query
+# subset) and the training-data size (a fraction or a number of the training split's queries).
+DATA_NAMES = ("seed", "train_fraction", "train_queries")
+SPACE_NAMES = HYPER_NAMES + ("model", "method") + DATA_NAMES
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
 TOPK_METRICS = ("comprehensiveness", "sufficiency", "aopc", "query_overlap", "random_comprehensiveness")
 
@@ -57,6 +65,17 @@ def _check_distribution(name: str, dist: Any) -> dict:
             raise ValueError(f"method: unknown method(s) {bad}; expected grid/choice over {', '.join(METHODS)}")
     if name == "model" and kind not in ("grid", "choice"):
         raise ValueError("model: expected {grid: [...]} or {choice: [...]} of model names")
+    if name in ("seed", "train_queries"):
+        lowest = 0 if name == "seed" else 1
+        if kind not in ("grid", "choice", "randint") or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= lowest for v in arg):
+            raise ValueError(f"{name}: expected {{grid: [...]}}, {{choice: [...]}} or {{randint: [lo, hi]}} of "
+                             f"integers >= {lowest}, got {dist!r}")
+    if name == "train_fraction":
+        if kind not in ("grid", "choice", "uniform") or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in arg):
+            raise ValueError(f"train_fraction: expected {{grid: [...]}}, {{choice: [...]}} or {{uniform: [lo, hi]}} of "
+                             f"fractions in (0, 1], got {dist!r}")
     return dist
 
 
@@ -138,7 +157,9 @@ class SizeConfig(StrictModel):
 
 class TuneConfig(StrictModel):
     space: Optional[dict[str, Any]] = Field(
-        None, description=f"search space: name -> distribution; names: {', '.join(SPACE_NAMES)}")
+        None, description=f"search space: name -> distribution; names: {', '.join(SPACE_NAMES)}. seed: the trial's "
+                          "seed (training, sampling, the training-query subset); train_fraction / train_queries: a "
+                          "seeded subset of the training split's queries (nested across sizes for one seed)")
     train: Optional[TrainConfig] = Field(
         None, description="base cell of every trial (models[0], methods[0], hyper); default the experiment's train: "
                           "slice. Given here, the experiment's own training grid stays off")
@@ -165,6 +186,8 @@ class TuneConfig(StrictModel):
             if name not in SPACE_NAMES:
                 raise ValueError(f"unknown hyperparameter {name!r}; expected one of {', '.join(SPACE_NAMES)}")
             _check_distribution(name, dist)
+        if "train_fraction" in space and "train_queries" in space:
+            raise ValueError("train_fraction and train_queries are two names of one axis; give one of them")
         return space
 
     @model_validator(mode="after")

@@ -44,19 +44,21 @@ def count_params(model_dir: str) -> int:
 
 
 def faithfulness(spec_kwargs: dict, rows: list[dict], p) -> float:
-    """Mean comprehensiveness@k (p = sigmoid(score)) over the given items, one explain_item call each."""
+    """Mean comprehensiveness@k (p = sigmoid(score)) over the given items: the explain stage's primary explainer
+    once per item (`bench.explain.item.explain_one`)."""
     from bench.config import ScorerSpec
     from bench.explain.config import ExplainConfig
-    from bench.explain.kernel_shap import explain_item
+    from bench.explain.item import explain_one
     from bench.rerank.scorers import build_scorer
+    from bench.tune.topk import trial_explain_cfg
 
     cfg = p.exp.explain or ExplainConfig()
-    cfg = cfg.model_copy(update={"ks": [cfg.k]})
+    cfg = trial_explain_cfg(cfg.model_copy(update={"ks": [cfg.k]}))
     scorer = build_scorer(ScorerSpec(**spec_kwargs))
     seed = cfg.seed if cfg.seed is not None else p.exp.seed
     comps = []
     for r in rows:
-        res = explain_item(scorer, r["query"], r["text"], cfg, seed)
+        res = explain_one(scorer, r["query"], r["text"], cfg, seed)
         if res.get("erasure"):
             e = res["erasure"][str(cfg.k)]
             comps.append(float(1 / (1 + np.exp(-res["full_score"])) - 1 / (1 + np.exp(-e["removed"]))))

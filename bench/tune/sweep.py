@@ -8,8 +8,16 @@ reports validation measures to Tune, so ASHA can stop weak trials at its rungs. 
 selected on test: after the sweep the best trial's last checkpoint becomes the "tuned" system,
 which the pipeline re-ranks and evaluates on `evaluate.split` (test) like any other system.
 
+Besides hyperparameters, the space may hold ablation axes: `seed` (the trial's seed: training,
+sampling and its training-query subset) and `train_fraction` / `train_queries` (a seeded subset of the
+training split's queries; for one seed the subsets are nested across sizes). With either,
+`variance.{md,csv,json}` summarises the trials per configuration over seeds: the objective's mean, its
+standard deviation / min / max over seeds, and the mean of per-query validation scores (averaged over
+seeds) with a 95 % bootstrap interval resampling queries.
+
 Artifacts under results/<exp>/tune/: ray/ (Tune's experiment state: resume point), trials.csv,
-best.json, best/ (the best trial's adapter or model), starts.log (one line per trial start).
+best.json, best/ (the best trial's adapter or model), starts.log (one line per trial start),
+per_query/<trial>.json (validation scores per query at the trial's last report), variance.*.
 """
 from __future__ import annotations
 
@@ -112,12 +120,24 @@ def check_sweep(p) -> None:
             check_model(m)
         except InputError as e:
             raise InputError(f"tune.space.model: {e}") from None
+    if "train_queries" in cfg.space:  # a subset cannot be larger than the training split
+        n_train = len(p.dataset(base_dataset(p)).splits.get("train", []))
+        too_many = [v for v in next(iter(cfg.space["train_queries"].values())) if v > n_train]
+        if too_many:
+            raise InputError(f"tune.space.train_queries: {too_many[0]} training queries asked for, but the train split "
+                             f"has {n_train}; use at most {n_train} (or train_fraction)")
     kinds = {next(iter(d)) for d in cfg.space.values()}
     if cfg.search.type == "grid" and kinds - {"grid", "choice"}:
         raise InputError(f"tune.search.type: grid needs grid/choice distributions only, got {sorted(kinds)}")
     if cfg.search.type in ("optuna", "hyperopt") and "grid" in kinds:
         raise InputError(f"tune.search.type: {cfg.search.type} does not take {{grid: ...}}; use {{choice: ...}}")
     search_algorithm(cfg, p.exp.seed)  # a missing optional searcher fails here
+
+
+def base_dataset(p) -> str:
+    """The base cell's training collection."""
+    cfg = base_train(p)
+    return (list(cfg.datasets) or [p.exp.data[0].name])[0]
 
 
 def search_algorithm(cfg: TuneConfig, seed: int):
@@ -218,8 +238,37 @@ def planned_steps(hyper: dict, data: dict, method: str) -> int:
 
 
 # ---------------------------------------------------------------------- the trial
+def training_queries(data: dict) -> list[str]:
+    """The training split's queries that have training data (pointwise items, pairs or teacher lists)."""
+    qids = {r["qid"] for key in ("train_items", "train_pairs", "r2r_lists") for r in data.get(key, [])
+            if isinstance(r, dict) and "qid" in r}
+    return sorted(qids)
+
+
+def subset_training_data(data: dict, fraction=None, queries=None, seed: int = 0) -> dict:
+    """The training data of a seeded random subset of the training queries: `queries` of them, or
+    ceil(fraction x n) (at least 1). One permutation per seed, so for one seed smaller subsets are nested in
+    larger ones. Validation data is never touched. Records `train_queries_used`."""
+    import numpy as np
+
+    if fraction is None and queries is None:
+        return data
+    qids = training_queries(data)
+    n = len(qids)
+    keep_n = min(n, int(queries)) if queries is not None else max(1, math.ceil(float(fraction) * n - 1e-9))
+    order = np.random.default_rng(seed).permutation(n)
+    keep = {qids[i] for i in order[:keep_n]}
+    out = dict(data)
+    for key in ("train_items", "train_pairs", "r2r_lists"):
+        if key in data:
+            out[key] = [r for r in data[key] if not isinstance(r, dict) or r.get("qid") in keep]
+    out["train_queries_used"] = sorted(keep)
+    return out
+
+
 def trial_cell(config: dict, base: dict) -> dict:
-    """The train stage's loop config for this trial: the base hyperparameters updated by the trial's."""
+    """The train stage's loop config for this trial: the base hyperparameters updated by the trial's, its seed
+    and its subset of the training queries."""
     from bench.models import resolve_model
     from bench.train.config import METHODS, Hyperparameters
 
@@ -233,14 +282,19 @@ def trial_cell(config: dict, base: dict) -> dict:
     hyper = Hyperparameters.model_validate(hyper.model_dump())  # re-validate the trial's values
     method = config.get("method", base["method"])
     model = config.get("model", base["model"])
+    seed = int(config.get("seed", base["seed"]))
+    hyper = hyper.model_copy(update={"seed": seed})
+    data = subset_training_data(base["data"], config.get("train_fraction"), config.get("train_queries"), seed)
     return {"cell": f"trial-{model}-{method}", "method": method, "model": model, "model_dir": resolve_model(model),
-            "prompt": base["prompt"], "hyper": hyper.model_dump(), "seed": base["seed"],
+            "prompt": base["prompt"], "hyper": hyper.model_dump(), "seed": seed,
             "scorer_kind": METHODS[method][2], "score_batch_size": base["score_batch_size"], "use_gpu": False,
-            "cpus_per_worker": base["threads"], "data": base["data"], "deepspeed": None}
+            "cpus_per_worker": base["threads"], "data": data, "deepspeed": None}
 
 
-def validation_scores(spec_kwargs: dict, valid: dict, measures: list[str]) -> dict[str, float]:
-    """Re-rank the validation candidates with the scorer and evaluate them (ir-measures)."""
+def validation_scores(spec_kwargs: dict, valid: dict, measures: list[str], per_query_out: dict | None = None
+                      ) -> dict[str, float]:
+    """Re-rank the validation candidates with the scorer and evaluate them (ir-measures). `per_query_out` (a
+    dict) receives each measure's value per query."""
     from bench.config import ScorerSpec
     from bench.data.collection import Run
     from bench.evaluate.ir import per_query
@@ -253,6 +307,10 @@ def validation_scores(spec_kwargs: dict, valid: dict, measures: list[str]) -> di
     for r, s in zip(rows, scores):
         run.setdefault(r["qid"], {})[r["docid"]] = float(s)
     df = per_query(Run("trial", run), valid["qrels"], measures, valid["dataset"], list(valid["qrels"]))
+    if per_query_out is not None:
+        for m in measures:
+            rows = df[df["measure"] == str(_parsed(m))]
+            per_query_out[f"valid_{m}"] = {str(q): float(v) for q, v in zip(rows["qid"], rows["value"])}
     means = df.groupby("measure")["value"].mean()
     return {f"valid_{m}": float(means.get(str(_parsed(m)), float("nan"))) for m in measures}
 
@@ -273,10 +331,10 @@ def sweep_trial(config: dict, base: dict) -> None:
 
     ctx = tune.get_context()
     torch.set_num_threads(base["threads"])
-    torch.manual_seed(base["seed"])
     with open(base["starts_log"], "a", encoding="utf-8") as f:  # one line per trial start (resume audit)
         f.write(f"{ctx.get_trial_id()} {time.time():.3f}\n")
     cfg = trial_cell(config, base)
+    torch.manual_seed(cfg["seed"])
     total = planned_steps(cfg["hyper"], cfg["data"], cfg["method"])
     planned_reports = math.ceil(total / base["report_every"])
     work = Path(tempfile.mkdtemp(prefix="trial-"))
@@ -314,9 +372,15 @@ def sweep_trial(config: dict, base: dict) -> None:
                 spec["model"] = str(target)
             else:
                 spec.update(model=cfg["model_dir"], adapter=str(target))
-            metrics = validation_scores(spec, base["valid"], base["measures"])
+            per_q: dict = {}
+            metrics = validation_scores(spec, base["valid"], base["measures"], per_q)
             metrics.update(step=step, train_loss=self.loss, planned_reports=planned_reports,
-                           model=cfg["model"], method=cfg["method"])
+                           model=cfg["model"], method=cfg["method"], seed=cfg["seed"],
+                           train_queries_used=len(cfg["data"].get("train_queries_used") or
+                                                  training_queries(cfg["data"])))
+            folder = Path(base["starts_log"]).parent / "per_query"  # the trial's last report, per query
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{ctx.get_trial_id()}.json").write_text(json.dumps({"config": config, "step": step, **per_q}))
             (ckpt / "trial.json").write_text(json.dumps({"config": config, "metrics": metrics,
                                                          "spec": {k: v for k, v in spec.items() if k != "adapter"}}))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(ckpt)))
@@ -354,7 +418,8 @@ def run_sweep(p, resume: bool = False):
         if os.path.isdir(path):
             shutil.rmtree(path)
         shutil.rmtree(root / "best", ignore_errors=True)
-        for stale in ("best.json", "trials.csv", "starts.log"):
+        shutil.rmtree(root / "per_query", ignore_errors=True)
+        for stale in ("best.json", "trials.csv", "starts.log", "variance.md", "variance.csv", "variance.json"):
             (root / stale).unlink(missing_ok=True)
         steps = planned_steps(base["hyper"], base["data"], base["method"])
         if "max_steps" in cfg.space:  # the largest value the space may give
@@ -438,12 +503,15 @@ def write_trials(p, grid, interrupted: bool = False) -> dict | None:
             status = "finished" if planned and iters >= planned else "stopped_early"
         rows.append({"trial_id": trial.trial_id, **cfg_row, "status": status, "iterations": iters,
                      "planned_reports": planned, "stopped_early": status == "stopped_early",
-                     "steps": m.get("step"), **{k: m.get(k) for k in reported_metrics(p.exp) if k.startswith("valid_")},
+                     "steps": m.get("step"), "train_queries_used": m.get("train_queries_used"),
+                     **{k: m.get(k) for k in reported_metrics(p.exp) if k.startswith("valid_")},
                      "train_loss": m.get("train_loss"), "error": str(r.error).splitlines()[0][:200] if r.error else ""})
     df = pd.DataFrame(rows)
     write_text_atomic(root / "trials.csv", df.to_csv(index=False))
     if interrupted:  # no best configuration from a partial sweep
         return None
+    if set(cfg.space) & {"seed", "train_fraction", "train_queries"}:
+        write_variance(p, df)
     ok = [r for r in grid if not r.error and r.metrics and cfg.metric in r.metrics
           and r.metrics[cfg.metric] == r.metrics[cfg.metric]]
     if not ok:
@@ -473,3 +541,72 @@ def unfinished_trials(grid) -> int:
         return 0
     return sum(not (r.metrics and r.metrics.get("training_iteration", 0) >= r.metrics.get("planned_reports", 1))
                for r in grid) or 1
+
+
+# ---------------------------------------------------------------------- variance over seeds
+def variance_table(trials, per_query: dict[str, dict], metric: str, seed: int, n_resamples: int = 1000) -> list[dict]:
+    """Per configuration (every swept name but `seed`): trials, seeds, the objective's mean, standard deviation
+    (ddof 1), min and max over seeds, and the mean of per-query validation scores (each query averaged over the
+    configuration's seeds) with a 95 % percentile bootstrap interval resampling queries. `per_query`: trial id ->
+    {metric -> {qid -> value}}."""
+    import numpy as np
+
+    from bench.evaluate.faithfulness import query_mean_ci
+
+    done = trials[trials["status"].isin(["finished", "stopped_early"])]
+    keys = [c for c in done.columns if c.startswith("config/") and c != "config/seed"]
+    out = []
+    groups = done.groupby(keys, dropna=False, sort=True) if keys else [((), done)]
+    for values, g in groups:
+        values = values if isinstance(values, tuple) else (values,)
+        obj = g[metric].astype(float).dropna()
+        acc: dict[str, list[float]] = {}
+        for tid in g["trial_id"]:
+            for q, v in (per_query.get(tid, {}).get(metric) or {}).items():
+                acc.setdefault(q, []).append(v)
+        means = {q: float(np.mean(v)) for q, v in acc.items()}
+        out.append({**{k[len("config/"):]: v for k, v in zip(keys, values)}, "trials": int(len(g)),
+                    "seeds": sorted(int(x) for x in g["config/seed"].dropna()) if "config/seed" in g else [],
+                    "mean": float(obj.mean()) if len(obj) else None,
+                    "sd": float(obj.std(ddof=1)) if len(obj) > 1 else None,
+                    "min": float(obj.min()) if len(obj) else None, "max": float(obj.max()) if len(obj) else None,
+                    "per_query": query_mean_ci(list(means.values()), list(means), seed, n_resamples)})
+    return out
+
+
+def write_variance(p, trials) -> dict[str, Path]:
+    """tune/variance.{md,csv,json}: the sweep's objective per configuration over seeds (see `variance_table`)."""
+    import pandas as pd
+
+    from bench.explain.summary import fmt_interval
+
+    cfg: TuneConfig = p.exp.tune
+    root = tune_root(p)
+    per_query = {}
+    for f in sorted((root / "per_query").glob("*.json")):
+        per_query[f.stem] = json.loads(f.read_text())
+    rows = variance_table(trials, per_query, cfg.metric, p.exp.seed, p.exp.report.bootstrap_resamples or 1000)
+    names = [k for k in (rows[0] if rows else {}) if k not in ("trials", "seeds", "mean", "sd", "min", "max",
+                                                                "per_query")]
+    f4 = lambda v: "–" if v is None else f"{v:.4f}"  # noqa: E731
+    columns = [*names, "trials", "seeds", f"{cfg.metric} mean over seeds", "sd over seeds", "min", "max",
+               f"{cfg.metric} per-query mean [95% CI over queries]"]
+    table = [[*(str(r[n]) for n in names), r["trials"], ",".join(map(str, r["seeds"])) or "-", f4(r["mean"]),
+              f4(r["sd"]), f4(r["min"]), f4(r["max"]), fmt_interval(r["per_query"])] for r in rows]
+    legend = (f"{cfg.metric} of the last report of each finished trial (trials stopped early by the scheduler "
+              "included), grouped by every swept name but the seed; sd over seeds with ddof 1; the last column "
+              "averages each validation query over the seeds, then bootstraps queries (95 %, seeded).")
+    md = [f"# Sweep over seeds: {p.exp.name}", "", legend, "", "| " + " | ".join(columns) + " |",
+          "|" + "---|" * len(columns)] + ["| " + " | ".join(str(v) for v in row) + " |" for row in table]
+    paths = {"md": root / "variance.md", "csv": root / "variance.csv", "json": root / "variance.json"}
+    write_text_atomic(paths["md"], "\n".join(md) + "\n")
+    flat = [{**{n: r[n] for n in names}, "trials": r["trials"], "seeds": " ".join(map(str, r["seeds"])),
+             "mean": r["mean"], "sd": r["sd"], "min": r["min"], "max": r["max"],
+             **{f"per_query_{k}": r["per_query"].get(k) for k in ("mean", "ci_low", "ci_high", "n_queries")}}
+            for r in rows]
+    write_text_atomic(paths["csv"], pd.DataFrame(flat).to_csv(index=False, float_format="%.6f"))
+    write_json_atomic(paths["json"], {"title": f"Sweep over seeds: {p.exp.name}", "legend": legend,
+                                      "metric": cfg.metric, "rows": rows,
+                                      "table": {"columns": columns, "rows": table}})
+    log.info("tune: variance over seeds -> %s", paths["md"])
+    return paths
