@@ -166,3 +166,68 @@ def test_token_parity_the_pad_token_never_occurs_in_a_prompt(family_dirs):
         tok = _scorer("relevance-token", model_dir).tokenizer
         ids = prompts.encode(tok, prompts.relevance_prompt(tok, "q", "d", STYLE))["input_ids"]
         assert tok.pad_token_id not in ids, (family, tok.pad_token)
+
+
+class FedBert:
+    """Every row a BERT body is fed: attended ids, their segment ids, and whether the mask is one prefix."""
+
+    def __init__(self, model):
+        self.rows: list[tuple] = []
+        self.handles = [m.register_forward_pre_hook(self.hook, with_kwargs=True) for m in model.modules()
+                        if type(m).__name__ == "BertModel"]
+
+    def hook(self, module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        mask, types = kwargs.get("attention_mask"), kwargs.get("token_type_ids")
+        for i, row in enumerate(ids):
+            keep = mask[i].bool()
+            self.rows.append((tuple(row[keep].tolist()), None if types is None else tuple(types[i][keep].tolist()),
+                              bool(mask[i][: int(mask[i].sum())].all())))
+
+    def close(self):
+        for h in self.handles:
+            h.remove()
+
+
+def test_token_parity_the_cross_encoder_trains_on_the_ids_segments_and_mask_it_is_scored_on(tmp_path):
+    """all-MiniLM-L6-v2 as the encoder family's reward model (`rm` trains a `cross-encoder`): one RewardTrainer
+    step feeds BERT, row for row, the ids, segment ids (query 0, item 1) and right-padded attention mask that
+    `CrossEncoderScorer` feeds it for the same pairs once the cell is saved and loaded as the rerank stage loads
+    it; and the saved cell scores what the worker scored in memory (the held-out accuracy of Table 1).
+    (Issue 18 item 10 checked this first for the Climate-FEVER cross-encoder; it held there too.)"""
+    from transformers import TrainerCallback
+
+    from bench.config import ScorerSpec
+    from bench.models import minilm_dir
+    from bench.rerank.scorers import build_scorer
+    from bench.train.methods import build_trainer, held_out_scores
+
+    pairs = PAIRS + [{"query": "why do glaciers retreat when summers warm", "chosen": ITEMS[0]["text"] * 2,
+                      "rejected": ITEMS[1]["text"], "chosen_judged": True, "rejected_judged": True}]
+    cfg = _cell("rm", str(minilm_dir()))
+    cfg["scorer_kind"], cfg["hyper"]["full_finetune"] = "cross-encoder", True
+    cfg["data"] = {**cfg["data"], "train_pairs": pairs, "valid_pairs": pairs}
+    trainer, tok = build_trainer(cfg, str(tmp_path / "hf"), TrainerCallback(), 1, {})
+    fed = FedBert(trainer.model)
+    try:
+        trainer.train()
+    finally:
+        fed.close()
+    trainer.save_model(str(tmp_path / "model"))
+    tok.save_pretrained(str(tmp_path / "model"))
+    rows = [{"query": p["query"], "chosen": p["chosen"], "rejected": p["rejected"]} for p in pairs]
+    in_memory = held_out_scores(cfg, trainer.accelerator.unwrap_model(trainer.model), rows)
+    scorer = build_scorer(ScorerSpec(name="ce", kind="cross-encoder", model=str(tmp_path / "model"), max_length=256,
+                                     batch_size=4, dtype="float32"))
+    served = FedBert(scorer.model)
+    try:
+        keys = sorted(in_memory)
+        loaded = scorer.score([q for q, _ in keys], [t for _, t in keys])
+    finally:
+        served.close()
+    trained = fed.rows[: 2 * len(pairs)]  # the training step: chosen rows, then rejected rows
+    assert len({r[0] for r in trained}) == 4 and len({len(r[0]) for r in trained}) > 1  # padding was needed
+    assert all(r[1] is not None and 0 < sum(r[1]) < len(r[1]) for r in trained), "query and item segments"
+    assert all(r[2] for r in trained + served.rows), "right padding: the mask is one prefix per row"
+    assert sorted(trained) == sorted(served.rows)
+    assert max(abs(in_memory[k] - s) for k, s in zip(keys, loaded)) < 1e-5
