@@ -49,15 +49,16 @@ class StageGraph(Mapping[str, Stage]):
 
     def __init__(self):
         self._stages: dict[str, Stage] = {}
+        self._accessors: dict[str, Stage] = {}
         self.views: dict[str, tuple[Callable, bool]] = {}  # accessor -> (function of the runner, memoised)
 
     def add(self, stage: Stage) -> Stage:
         missing = [i for i in stage.inputs if i not in self._stages]
         if missing:
             raise ValueError(f"stage {stage.name!r}: inputs {missing} are not registered before it")
-        if stage.name in self._stages or stage.accessor in self.by_accessor():
+        if stage.name in self._stages or stage.accessor in self._accessors:
             raise ValueError(f"stage {stage.name!r} (or its accessor {stage.accessor!r}) is registered already")
-        self._stages[stage.name] = stage
+        self._stages[stage.name] = self._accessors[stage.accessor] = stage
         return stage
 
     def view(self, fn: Callable, memo: bool = False) -> Callable:
@@ -65,8 +66,8 @@ class StageGraph(Mapping[str, Stage]):
         self.views[fn.__name__] = (fn, memo)
         return fn
 
-    def by_accessor(self) -> dict[str, Stage]:
-        return {s.accessor: s for s in self._stages.values()}
+    def by_accessor(self) -> Mapping[str, Stage]:
+        return self._accessors
 
     def __getitem__(self, name: str) -> Stage:
         return self._stages[name]

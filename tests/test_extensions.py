@@ -212,25 +212,45 @@ def test_train_dry_run_lists_a_plugin_method_cell(plugin, tmp_path, write_config
     assert "plugin-sft" in out.stdout and "1 cells" in out.stdout
 
 
-def test_a_data_loader_first_stage_and_scorer_kind_from_another_package_run_in_the_pipeline(plugin, tmp_path):
+def _experiment(tmp_path, **tree):
     from bench.config import Experiment
+
+    return Experiment.model_validate({"name": "plugin-run", "results_dir": str(tmp_path / "results"),
+                                      "splits": {"scheme": "none"}, **tree})
+
+
+def test_a_data_loader_from_another_package_feeds_the_data_stage(plugin, tmp_path):
     from bench.pipeline import Pipeline
-    from bench.rerank.scorers import build_scorer
+
+    exp = _experiment(tmp_path, data=[{"name": "toy", "loader": "plugin", "plugin": "toy", "options": {"n": 5}}])
+    ds = Pipeline(exp).dataset("toy")
+    assert sorted(ds.collection.queries) == [f"q{i}" for i in range(5)] and ds.collection.qrels["q3"] == {"d3": 1}
+    assert Pipeline(exp).dataset("toy").key == ds.key  # cached under a stable key
+    with pytest.raises(Exception, match="unknown data loader 'nope'"):
+        _experiment(tmp_path, data=[{"name": "t", "loader": "plugin", "plugin": "nope"}])
+
+
+def test_a_first_stage_from_another_package_ranks_and_is_cached(plugin, tmp_path):
+    from bench.pipeline import Pipeline
+
+    exp = _experiment(tmp_path, data=[{"name": "toy", "loader": "plugin", "plugin": "toy"}],
+                      retrieve={"method": "title-overlap", "depth": 3})
+    first = Pipeline(exp).first_stage("toy")
+    assert first.info.name == "title-overlap" and first.info.method == "title-overlap"
+    assert all(next(iter(first.run.scores[q])) == f"d{q[1:]}" for q in first.run.scores)  # its own doc first
+    assert all(len(ranked) == 3 for ranked in first.run.scores.values())
+    assert Pipeline(exp).first_stage("toy").key == first.key
+    with pytest.raises(Exception, match="Input should be 'bm25s'"):  # an unknown name: the same error as before
+        _experiment(tmp_path, data=[{"name": "d", "loader": "demo"}], retrieve={"method": "nope"})
+
+
+def test_a_scorer_kind_from_another_package_scores_pairs(plugin, tmp_path):
+    from bench.rerank.scorers import SCORER_KINDS, build_scorer
 
     (tmp_path / "overlap").mkdir()
     (tmp_path / "overlap" / "config.json").write_text("{}")  # the plugin scorer's "model": nothing to load
-    exp = Experiment.model_validate({
-        "name": "plugin-run", "results_dir": str(tmp_path / "results"),
-        "data": [{"name": "toy", "loader": "plugin", "plugin": "toy", "options": {"n": 5}}],
-        "splits": {"scheme": "none"}, "retrieve": {"method": "title-overlap", "depth": 3},
-        "rerank": {"systems": [{"name": "overlap", "kind": "overlap", "model": str(tmp_path / "overlap")}]}})
-    p = Pipeline(exp)
-    assert sorted(p.dataset("toy").collection.queries) == [f"q{i}" for i in range(5)]
-    first = p.first_stage("toy")
-    assert first.info.name == "title-overlap" and first.info.method == "title-overlap"
-    assert all(next(iter(first.run.scores[q])) == f"d{q[1:]}" for q in first.run.scores)  # its own doc first
-    assert Pipeline(exp).first_stage("toy").key == first.key  # cached under a stable key
+    exp = _experiment(tmp_path, data=[{"name": "d", "loader": "demo"}],
+                      rerank={"systems": [{"name": "overlap", "kind": "overlap", "model": str(tmp_path / "overlap")}]})
+    assert "overlap" in SCORER_KINDS
     scorer = build_scorer(exp.rerank.scorers[0])
-    assert list(scorer.score(["ozone trend"], ["ozone trend today"])) == [2.0]
-    with pytest.raises(Exception, match="unknown data loader 'nope'"):
-        Experiment.model_validate({"name": "x", "data": [{"name": "t", "loader": "plugin", "plugin": "nope"}]})
+    assert list(scorer.score(["ozone trend", "ozone"], ["ozone trend today", "bread"])) == [2.0, 0.0]
