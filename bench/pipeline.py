@@ -25,6 +25,7 @@ from bench.config import Experiment
 from bench.report.leaderboard import Leaderboard
 from bench.stages import STAGES, StageGraph
 
+
 class Pipeline:
     """A runner over a stage graph for one experiment."""
 
