@@ -61,9 +61,12 @@ def file_sha256(path: Path, length: int = 16) -> str:
     return h.hexdigest()[:length]
 
 
-def _hash_cache_file() -> Path:
-    from bench.models import cache_root
+def cache_root() -> Path:
+    """Where built models and file hashes are kept: `$RERANK_BENCH_CACHE` (default `~/.cache/rerank-bench`)."""
+    return Path(os.environ.get("RERANK_BENCH_CACHE", Path.home() / ".cache" / "rerank-bench"))
 
+
+def _hash_cache_file() -> Path:
     return cache_root() / "file-hashes.json"
 
 
@@ -236,3 +239,13 @@ def remove_if_empty(path: Path | None) -> None:
     if any(p.is_file() or p.is_symlink() for p in path.rglob("*")):
         return
     shutil.rmtree(path, ignore_errors=True)
+
+
+def missing_file(path: Path):
+    """A cached artifact's `validate` hook: the folder lacks a file it must hold."""
+    raise RuntimeError(f"artifact {path} is missing a file")
+
+
+def read_json_or_empty(path: Path) -> dict:
+    """An artifact's optional JSON file; {} when absent."""
+    return json.loads(path.read_text()) if path.is_file() else {}

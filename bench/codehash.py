@@ -9,9 +9,9 @@ module-level and function-level imports alike (read from the syntax tree, nothin
 Normalised: the syntax tree without docstrings, so comments, blank lines, formatting and docstrings
 do not recompute anything, while any change to what the code does does. Modules that cannot change an
 artifact are left out, with everything only they import (`NOT_OUTPUT`): the console, the CLI, error
-messages, thread pools, Ray start-up, provenance stamps, the cache itself, and config slices (a
-config's values enter keys as values). Forgetting a module there only costs a recomputation; the
-default is to include.
+messages, thread pools, Ray start-up, provenance stamps, the cache itself, the registries' lookup by
+name, and config slices (a config's values enter keys as values). Forgetting a module there only costs
+a recomputation; the default is to include.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 NOT_OUTPUT = frozenset({
     "bench.console", "bench.cli", "bench.errors", "bench.reaper", "bench.pools", "bench.cluster",
     "bench.provenance", "bench.artifacts", "bench.codehash", "bench.config", "bench.config_base",
+    "bench.registry",  # dispatch by name: the entries' own modules are in the keys
 })
 NOT_OUTPUT_SUFFIXES = (".config", ".commands")
 

@@ -21,6 +21,7 @@ from bench.errors import InputError
 from bench.explain.config import ExplainConfig
 from bench.r2r.config import R2RConfig
 from bench.reason.config import LLMEndpoint, ReasonConfig
+from bench.registry import accept_plugins, lookup
 from bench.report.config import ReportConfig
 from bench.serve.config import ServeConfig
 from bench.train.config import TrainConfig
@@ -77,8 +78,24 @@ class HFSource(_Source):
     split: str = "test"
 
 
+class PluginSource(_Source):
+    """A data source read by a loader that another package registers (entry point group
+    `rerank_bench.data_loaders`): `plugin` names it, `options` are its own settings."""
+
+    loader: Literal["plugin"]
+    plugin: str = Field(description="the registered data loader's name")
+    options: dict[str, Any] = Field(default_factory=dict, description="the loader's own settings")
+
+    @field_validator("plugin")
+    @classmethod
+    def _registered(cls, v):
+        lookup("data_loaders", v)
+        return v
+
+
 DataSource = Annotated[
-    Union[DemoSource, BeirSource, TrecDLSource, ClimateFeverSource, BrightSource, IrDatasetsSource, HFSource],
+    Union[DemoSource, BeirSource, TrecDLSource, ClimateFeverSource, BrightSource, IrDatasetsSource, HFSource,
+          PluginSource],
     Field(discriminator="loader"),
 ]
 
@@ -98,6 +115,7 @@ class SplitConfig(StrictModel):
 
 
 # ------------------------------------------------------------------------------ stages
+FIRST_STAGES = ("bm25s", "pyserini", "candidates", "dense", "hybrid")  # the harness's own; plugins add more
 FIRST_STAGE_NAME = "BM25"  # the (BM25) first stage's row in every table; no other system may take the name
 
 
@@ -122,9 +140,16 @@ class RetrieveConfig(StrictModel):
     depth: int = Field(100, ge=1, description="documents kept per query")
     title_field: bool = Field(True, description="index title + text (BEIR 'flat' style)")
 
+    _plugin_method = field_validator("method", mode="wrap")(  # or a first stage a plugin registers
+        accept_plugins("first_stages", FIRST_STAGES))
+
     @property
     def display_name(self) -> str:
-        return self.name or {"dense": "Dense", "hybrid": "Hybrid"}.get(self.method, FIRST_STAGE_NAME)
+        return self.name or {"dense": "Dense", "hybrid": "Hybrid"}.get(
+            self.method, FIRST_STAGE_NAME if self.method in FIRST_STAGES else self.method)
+
+
+SCORER_KINDS = ("relevance-token", "reward-head", "cross-encoder", "bi-encoder", "seq2seq")  # the harness's own
 
 
 class ScorerSpec(StrictModel):
@@ -146,6 +171,9 @@ class ScorerSpec(StrictModel):
         "auto", description="compute precision: auto = bf16 on CUDA (fp16 where bf16 is missing), float32 on CPU")
     params: Optional[str] = Field(None, description="parameter count label for tables, e.g. 135M")
     datasets: Optional[tuple[str, ...]] = Field(None, description="data sources it re-ranks; default every one")
+
+    _plugin_kind = field_validator("kind", mode="wrap")(  # or a scorer kind a plugin registers
+        accept_plugins("scorers", SCORER_KINDS))
 
 
 class RunSystem(StrictModel):
@@ -341,7 +369,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: {loc}: {msg}{shown}{more}"
 
 
-_UNION_TAGS = {"demo", "beir", "trec-dl", "climate-fever", "bright", "ir_datasets", "hf"}
+_UNION_TAGS = {"demo", "beir", "trec-dl", "climate-fever", "bright", "ir_datasets", "hf", "plugin"}
 
 
 def read_yaml_mapping(path: str | os.PathLike, what: str = "config file") -> dict:

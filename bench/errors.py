@@ -8,6 +8,7 @@ the failed command had created under the results folder.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -69,3 +70,12 @@ def require_writable_dir(path: Path, field: str) -> None:
             pass
     except OSError as e:
         raise InputError(f"{field}: cannot write under {probe}: {e.strerror or e}") from None
+
+
+def one_line(err: BaseException) -> str:
+    """Ray wraps a worker's traceback in its error: keep the innermost exception's line."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    inner = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b.*:", ln)]
+    text = inner[-1] if inner else (lines[-1] if lines else "")
+    text = " ".join(text.split())[:300]
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__

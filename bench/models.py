@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from bench.artifacts import cache_root
 from bench.errors import InputError
 
 log = logging.getLogger("bench")
@@ -33,10 +34,6 @@ class ModelPreset:
     build: Callable[[Path], None] | None = None  # writes a HF model dir; None for hub ids
     hub_id: str | None = None
     local: Callable[[], Path] | None = None  # a model dir shipped in an installed package (used as is)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("RERANK_BENCH_CACHE", Path.home() / ".cache" / "rerank-bench"))
 
 
 # ----------------------------------------------------------------------------- tiny presets

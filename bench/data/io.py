@@ -160,3 +160,10 @@ def read_topics_tsv(path: Path) -> dict[str, str]:
             raise InputError(f"topic {cols[0]!r} has an empty text", source=path, line=lineno)
         topics[cols[0]] = cols[1]
     return topics
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """One JSON object per line, UTF-8 as is (the artifacts' JSONL files)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")

@@ -15,6 +15,7 @@ from bench.data.collection import Collection, Document, Run
 from bench.data.ids import safe_id
 from bench.data.io import QrelsFile, id_field, read_json, read_jsonl, read_qrels, require_keys, text_field
 from bench.errors import InputError, require_dir, require_file
+from bench.registry import Registry, registry
 
 DEMO_FILE = "envri_demo.jsonl"
 SPLIT_NAMES = ("train", "valid", "test")
@@ -349,7 +350,17 @@ LOADERS: dict[str, Callable] = {
     "ir_datasets": load_ir_datasets,
     "hf": load_hf,
 }
+# Every loader, the harness's and those another package registers (entry point group `rerank_bench.data_loaders`:
+# a function from its `PluginSource` - `{loader: plugin, plugin: <name>, options: {...}}` - to a `Collection`).
+DATA_LOADERS: Registry = registry("data_loaders")
+for _name, _fn in LOADERS.items():
+    DATA_LOADERS.register(_name, _fn, replace=True)
 
 
 def load_source(src) -> Collection:
+    if src.loader == "plugin":
+        col = DATA_LOADERS.lookup(src.plugin)(src)
+        if not isinstance(col, Collection):
+            raise InputError(f"data loader {src.plugin!r} returned {type(col).__name__}, not a Collection")
+        return _limit(col.validate(src.name), src.max_queries)
     return LOADERS[src.loader](src)

@@ -46,10 +46,10 @@ class ExplainerEntry(StrictModel):
         if self.name == RANKING_SHAP:
             RankingShapConfig(**self.params)  # unknown / bad parameters say what is expected
             return self
-        from bench.explain.explainers.registry import get_explainer
+        from bench.registry import lookup
 
         try:
-            get_explainer(self.name).params(self.params)
+            lookup("explainers", self.name).params(self.params)
         except ValueError as e:
             if "unknown explainer" in str(e):
                 raise ValueError(f"{e} or {RANKING_SHAP!r}") from None
@@ -173,7 +173,7 @@ class ExplainConfig(StrictModel):
 
     def explainer_specs(self) -> list:
         """`ExplainerSpec`s of the pairwise explainers; kernel_shap takes `nsamples` / `l1_reg` unless given."""
-        from bench.explain.explainers import ExplainerSpec
+        from bench.explain.settings import ExplainerSpec
 
         out = []
         for e in self.pair_entries():
@@ -184,7 +184,7 @@ class ExplainConfig(StrictModel):
         return out
 
     def pair_settings(self):
-        from bench.explain.explainers import PairSettings
+        from bench.explain.settings import PairSettings
 
         return PairSettings(removal=self.removal, mask_token=self.mask_token, batch_size=self.batch_size,
                             metrics=self.metrics, erasure_words=self.erasure_words, aopc_bins=self.aopc_bins,
@@ -197,7 +197,7 @@ class ExplainConfig(StrictModel):
         return None if e is None else RankingShapConfig(**e.params)
 
     def ranking_settings(self):
-        from bench.explain.explainers import RankingSettings
+        from bench.explain.settings import RankingSettings
 
         r = self.ranking_config() or RankingShapConfig()
         return RankingSettings(max_features=r.max_features, nsamples=r.nsamples, l1_reg=self.l1_reg,

@@ -30,7 +30,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from bench.rerank import prompts
-from bench.rerank.scorers import _HFScorer
+from bench.rerank.scorers import HFScorer
 
 PAD, UNK = "[PAD]", "[UNK]"
 
@@ -116,7 +116,7 @@ def word_weight_model(table: WordWeights, vocabulary: list[str]):
     return WordWeightModel()
 
 
-class WordWeightScorer(_HFScorer):
+class WordWeightScorer(HFScorer):
     """The word-weight table as a Scorer: fit / score_fitted / score, and `neuron` for gradients."""
 
     def __init__(self, table: WordWeights, batch_size: int = 64, max_length: int = 512):

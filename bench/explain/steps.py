@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 from bench.artifacts import content_hash, write_json_atomic
+from bench.data.io import write_jsonl
 from bench.errors import InputError
 from bench.explain.artifacts import ExplainArtifact, ReasonArtifact
 from bench.provenance import library_versions
@@ -51,12 +52,6 @@ REASON_TRANSPORT = {"base_url", "api_key_env", "concurrency", "max_retries", "ti
 def _read_jsonl(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
 def selected_systems(specs: list, cfg, configured: list[str]) -> list:
@@ -153,8 +148,8 @@ def explain_all(cache, requests: list, cfg, seed: int, ray_cfg) -> list[ExplainA
         def build(tmp: Path, i=i) -> None:
             if i not in built:  # finished by another run meanwhile: nothing of ours to write
                 raise RuntimeError("explain: artifact vanished while the stage ran")
-            _write_jsonl(tmp / "items.jsonl", built[i][0])
-            _write_jsonl(tmp / "rankings.jsonl", built[i][1])
+            write_jsonl(tmp / "items.jsonl", built[i][0])
+            write_jsonl(tmp / "rankings.jsonl", built[i][1])
 
         items, rankings = cache.get_or_build("explain", key, build, load, label=f"{spec.name} on {ranking.dataset}")
         out.append(ExplainArtifact(key, items, rankings))
@@ -188,7 +183,7 @@ def reason_stage(cache, explained: ExplainArtifact, cfg, cache_dir: Path, label:
 
     def build(tmp: Path) -> None:
         out, summary = reason_items(explained.items, cfg, cache_dir)
-        _write_jsonl(tmp / "items.jsonl", out)
+        write_jsonl(tmp / "items.jsonl", out)
         write_json_atomic(tmp / "summary.json", summary)
 
     def load(d: Path):

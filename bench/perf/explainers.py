@@ -128,7 +128,7 @@ def run(out_dir: Path) -> dict:
     from bench.config import ScorerSpec
     from bench.explain.explainers import (PairSettings, RankingSettings, explain_ranking, explained_pair,
                                           get_explainer, run_explainer)
-    from bench.explain.explainers.base import ExplainerSpec
+    from bench.explain.settings import ExplainerSpec
     from bench.rerank.scorers import build_scorer
 
     torch.set_num_threads(1)  # one core per explainer, as in the actors (process CPU time = compute)

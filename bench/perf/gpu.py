@@ -67,7 +67,7 @@ def build_model(out: Path, smoke: bool):
 def scorer_throughput(model_dir: Path, pairs, batch: int) -> dict:
     import torch
 
-    from bench.rerank.scorers import RelevanceTokenScorer, load_tokenizer
+    from bench.rerank.scorers import RelevanceTokenScorer
 
     out = {}
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -140,13 +140,13 @@ def build_student(cfg: dict, common: dict, callback, stats: dict):
     from peft import get_peft_model
     from transformers import TrainingArguments
 
-    from bench.train.methods import _causal_lm, _lora, _tokenizer
+    from bench.model_loading import causal_lm, load_tokenizer, lora_config
 
     h = cfg["hyper"]
-    tok = _tokenizer(cfg["model_dir"], h["max_length"], padding_side="left")
+    tok = load_tokenizer(cfg["model_dir"], h["max_length"], padding_side="left")
     data = examples(cfg, tok, stats)
-    model = _causal_lm(cfg["model_dir"])
-    lora = _lora(cfg, "CAUSAL_LM")
+    model = causal_lm(cfg["model_dir"])
+    lora = lora_config(cfg, "CAUSAL_LM")
     if lora is not None:
         model = get_peft_model(model, lora)
     terms, _ = VARIANTS[cfg["method"]]

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from bench.model_loading import apply_adapter, device as _device, load_tokenizer, torch_dtype
+from bench.registry import Registry, registry
 from bench.rerank import prompts
 
 if TYPE_CHECKING:  # a spec is any object with ScorerSpec's fields (the GPU check needs no pydantic)
@@ -66,67 +68,7 @@ class Scorer(abc.ABC):
         return None
 
 
-def torch_dtype(name: str, device: str):
-    """The compute dtype: `auto` is bf16 on CUDA (fp16 where bf16 is missing), float32 elsewhere."""
-    import torch
-
-    if name == "auto":
-        if device == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_tokenizer(model_dir: str, max_length: int, padding_side: str = "left"):
-    """The tokenizer every path uses (training, scoring, SHAP, serving), with a pad token that never occurs in
-    a prompt (`pad_token_for`)."""
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    tok.model_max_length = max_length
-    pad = pad_token_for(tok)
-    if pad != tok.pad_token:
-        tok.pad_token = pad
-    tok.padding_side = padding_side  # left: the answer position is the last one for every row
-    return tok
-
-
-def pad_token_for(tok) -> str | None:
-    """A pad token whose id occurs in no prompt. Code that masks by `ids != pad_id` (trl's PPO, sequence
-    classification heads locating the last token) would otherwise hide real prompt tokens: SmolLM2 pads with
-    `<|im_end|>`, which its chat template writes into every prompt. Tried in order: the tokenizer's own pad,
-    its unknown token, its other special tokens (never BOS), EOS; the first whose id neither relevance
-    prompt (chat, plain) nor the reward head's message contains."""
-    used: set[int] = set()
-    for style in ("chat", "plain"):
-        used |= set(prompts.encode(tok, prompts.relevance_prompt(tok, "q", "d", style))["input_ids"])
-    used |= set(prompts.encode(tok, prompts.user_message("q", "d"))["input_ids"])
-    specials = [t.content for _, t in sorted(getattr(tok, "added_tokens_decoder", {}).items()) if t.special]
-    candidates = [tok.pad_token, tok.unk_token, *specials, tok.eos_token]
-    for token in candidates:
-        if token is None or token == tok.bos_token:
-            continue
-        token_id = tok.convert_tokens_to_ids(token)
-        if token_id is not None and token_id not in used:
-            return token
-    return tok.pad_token or tok.eos_token  # every special token occurs in prompts: masks by length only
-
-
-def _apply_adapter(model, adapter: str | None):
-    if not adapter:
-        return model
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(model, adapter).merge_and_unload()
-
-
-class _HFScorer(Scorer):
+class HFScorer(Scorer):
     """A transformers model: fitted pairs tokenised, sorted by length (less padding), batched."""
 
     padding_side = "left"
@@ -186,7 +128,7 @@ class _HFScorer(Scorer):
         return out
 
 
-class RelevanceTokenScorer(_HFScorer):
+class RelevanceTokenScorer(HFScorer):
     def make_fitter(self):
         return prompts.relevance_fitter(self._tokenizer, self.spec.max_length, self.spec.prompt)
 
@@ -194,7 +136,7 @@ class RelevanceTokenScorer(_HFScorer):
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=self.dtype)
-        return _apply_adapter(model, self.spec.adapter)
+        return apply_adapter(model, self.spec.adapter)
 
     def __init__(self, spec, model_dir=None, *, model=None, tokenizer=None):
         super().__init__(spec, model_dir, model=model, tokenizer=tokenizer)
@@ -205,7 +147,7 @@ class RelevanceTokenScorer(_HFScorer):
         return logits[:, self.pos_id] - logits[:, self.neg_id]
 
 
-class RewardHeadScorer(_HFScorer):
+class RewardHeadScorer(HFScorer):
     def make_fitter(self):
         return prompts.message_fitter(self._tokenizer, self.spec.max_length)
 
@@ -214,13 +156,13 @@ class RewardHeadScorer(_HFScorer):
 
         model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1, dtype=self.dtype)
         model.config.pad_token_id = self._tokenizer.pad_token_id
-        return _apply_adapter(model, self.spec.adapter)
+        return apply_adapter(model, self.spec.adapter)
 
     def neuron(self, batch):
         return self.model(**batch).logits[:, 0]
 
 
-class CrossEncoderScorer(_HFScorer):
+class CrossEncoderScorer(HFScorer):
     """[CLS] query [SEP] item [SEP] -> one logit (ms-marco cross-encoders, or a trained MiniLM head)."""
 
     padding_side = "right"
@@ -232,7 +174,7 @@ class CrossEncoderScorer(_HFScorer):
         from transformers import AutoModelForSequenceClassification
 
         model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=1, dtype=self.dtype)
-        return _apply_adapter(model, self.spec.adapter)
+        return apply_adapter(model, self.spec.adapter)
 
     def encode(self, inputs):
         return self._tokenizer([q for q, _ in inputs], [d for _, d in inputs])
@@ -276,7 +218,7 @@ class BiEncoderScorer(Scorer):
         return np.einsum("ij,ij->i", np.stack([q_emb[p.query] for p in pairs]), d_emb).astype(np.float32)
 
 
-class Seq2SeqScorer(_HFScorer):
+class Seq2SeqScorer(HFScorer):
     """monoT5-style point-wise scorer of an encoder-decoder model (castorini's monoT5 convention): the encoder
     reads "Query: q Document: d Relevant:" fitted by the one rule (`prompts.seq2seq_fitter`), the decoder takes
     one step from its start token, and the score is logit("true") - logit("false") there - the log-odds of
@@ -291,7 +233,7 @@ class Seq2SeqScorer(_HFScorer):
         from transformers import AutoModelForSeq2SeqLM
 
         model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, dtype=self.dtype)
-        return _apply_adapter(model, self.spec.adapter)
+        return apply_adapter(model, self.spec.adapter)
 
     def __init__(self, spec, model_dir=None, *, model=None, tokenizer=None):
         super().__init__(spec, model_dir, model=model, tokenizer=tokenizer)
@@ -309,8 +251,13 @@ class Seq2SeqScorer(_HFScorer):
         return logits[:, 0, self.pos_id] - logits[:, 0, self.neg_id]
 
 
-SCORER_KINDS = {"relevance-token": RelevanceTokenScorer, "reward-head": RewardHeadScorer,
-                "cross-encoder": CrossEncoderScorer, "bi-encoder": BiEncoderScorer, "seq2seq": Seq2SeqScorer}
+# Scorer kind -> class (`ScorerSpec.kind`); another package adds a kind through an entry point of group
+# `rerank_bench.scorers` naming a `Scorer` subclass, built as `cls(spec, model_dir)`.
+SCORER_KINDS: Registry = registry("scorers")
+for _kind, _cls in {"relevance-token": RelevanceTokenScorer, "reward-head": RewardHeadScorer,
+                    "cross-encoder": CrossEncoderScorer, "bi-encoder": BiEncoderScorer,
+                    "seq2seq": Seq2SeqScorer}.items():
+    SCORER_KINDS.register(_kind, _cls, replace=True)
 
 
 def build_scorer(spec: ScorerSpec) -> Scorer:

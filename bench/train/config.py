@@ -12,6 +12,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from bench.config_base import StrictModel, repeated
+from bench.registry import accept_plugins, lookup
 
 # name -> (trl trainer, training data, scorer kind, the single scoring neuron)
 METHODS: dict[str, tuple[str, str, str, str]] = {
@@ -48,6 +49,19 @@ METHOD_ORDER = tuple(METHODS)  # table row order; RM before PPO, which needs it
 Method = Literal["sft", "rm", "dpo", "ppo", "grpo", "rloo", "contrastive", "r2r-pairwise", "r2r-listwise", "r2r-direct",
                  "r2r-compare", "r2r-full"]
 R2R_METHODS = tuple(m for m in METHODS if m.startswith("r2r-"))
+
+
+def method_rank(name: str) -> tuple:
+    """Table row order: the harness's methods in `METHOD_ORDER`, then plugin methods by name."""
+    return (METHOD_ORDER.index(name), "") if name in METHOD_ORDER else (len(METHOD_ORDER), name)
+
+
+def method_info(name: str) -> tuple[str, str, str, str]:
+    """(trainer, training data, scorer kind, scoring neuron) of a method: `METHODS`, or a registered plugin's."""
+    if name in METHODS:
+        return METHODS[name]
+    m = lookup("methods", name)
+    return (m.trainer, m.data, m.scorer_kind, m.neuron)
 
 
 class ModelEntry(StrictModel):
@@ -118,12 +132,15 @@ class TrainConfig(StrictModel):
                             "candidates (top `depth`) as grade-0 negatives, marked and counted")
     score_batch_size: int = Field(16, ge=1, description="batch size of the trained scorers")
 
+    _plugin_methods = field_validator("methods", mode="wrap")(  # and methods a plugin registers
+        accept_plugins("methods", METHODS))
+
     @field_validator("methods")
     @classmethod
     def _unique_methods(cls, methods):
         if len(set(methods)) != len(methods):
             raise ValueError("methods repeat")
-        return sorted(methods, key=METHOD_ORDER.index)
+        return sorted(methods, key=method_rank)
 
     def hyper_for(self, entry: ModelEntry) -> "Hyperparameters":
         """train.hyper with the model's own overrides."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,10 +31,10 @@ from pathlib import Path
 
 from bench import __version__
 from bench.artifacts import content_fingerprint, content_hash
-from bench.errors import InputError
+from bench.errors import InputError, one_line
 from bench.pools import interruptible_pool
 from bench.data.pairs import TrainingData
-from bench.train.config import METHOD_ORDER, METHODS, ModelEntry, TrainConfig
+from bench.train.config import METHOD_ORDER, ModelEntry, TrainConfig, method_info
 
 log = logging.getLogger("bench")
 
@@ -66,7 +65,7 @@ ENCODER_METHODS = ("rm", "contrastive")
 
 def scorer_kind(method: str, family: str) -> str:
     """The neuron that scores a cell: the method's, except that an encoder family's reward head is a cross-encoder."""
-    kind = METHODS[method][2]
+    kind = method_info(method)[2]
     return "cross-encoder" if kind == "reward-head" and family in ENCODER_FAMILIES else kind
 
 
@@ -92,13 +91,17 @@ def _family_of(entry: ModelEntry, model_dir: str) -> str:
     return entry.model.split("/")[-1].split("-")[0].lower()
 
 
-def one_line(err: BaseException) -> str:
-    """Ray wraps a worker's traceback in its error: keep the innermost exception's line."""
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    inner = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b.*:", ln)]
-    text = inner[-1] if inner else (lines[-1] if lines else "")
-    text = " ".join(text.split())[:300]
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+def training_rows(method: str) -> str:
+    """The cell data a method trains on: train_pairs, r2r_lists or train_items (a plugin method says which)."""
+    if method in ("rm", "dpo", "contrastive"):
+        return "train_pairs"
+    if method.startswith("r2r-"):
+        return "r2r_lists"
+    if method in METHOD_ORDER:
+        return "train_items"
+    from bench.registry import lookup
+
+    return lookup("methods", method).rows
 
 
 def cell_name(label: str, method: str, dataset: str, n_datasets: int) -> str:
@@ -208,8 +211,7 @@ class TrainGrid:
             data = self._data(ds_name)
             needs = {"train_items": "pointwise items", "train_pairs": "preference pairs", "r2r_lists": "teacher lists"}
             for method in self.cfg.methods:
-                src = "train_pairs" if method in ("rm", "dpo", "contrastive") else "r2r_lists" if method.startswith("r2r-") \
-                    else "train_items"
+                src = training_rows(method)
                 if not data[src]:
                     raise InputError(f"train.methods: {method!r} has no training data: no {needs[src]} in the "
                                      f"train split of data source {ds_name!r} (check splits.train, or "

@@ -31,12 +31,12 @@ import time
 from pathlib import Path
 
 from bench.console import emit_event
+from bench.errors import one_line
+from bench.model_loading import causal_lm, load_tokenizer, lora_config
 
 
 # ----------------------------------------------------------------------------- datasets
 def _tokenizer(model_dir: str, max_length: int, padding_side: str = "right"):
-    from bench.rerank.scorers import load_tokenizer
-
     return load_tokenizer(model_dir, max_length, padding_side)
 
 
@@ -304,23 +304,6 @@ def _common_args(cfg: dict, out_dir: str, world: int) -> dict:
     return args
 
 
-def _lora(cfg: dict, task_type: str):
-    if cfg["hyper"]["full_finetune"]:
-        return None
-    from peft import LoraConfig
-
-    h = cfg["hyper"]
-    return LoraConfig(r=h["lora_r"], lora_alpha=h["lora_alpha"], lora_dropout=h["lora_dropout"], task_type=task_type,
-                      target_modules="all-linear")
-
-
-def _causal_lm(model_dir: str):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-
-
 def pretokenized_dpo_trainer():
     """trl's DPOTrainer, except that a dataset already tokenised (`prompt_ids`, `chosen_ids`, `rejected_ids`: the
     scorer's ids, `dpo_dataset`) is kept as it is: trl would tokenise prompt strings again with the tokenizer's
@@ -361,8 +344,8 @@ def build_trainer(cfg: dict, out_dir: str, callback, world: int, stats: dict | N
         tok = _tokenizer(model_dir, h["max_length"])
         data = sft_dataset(tok, cfg["data"]["train_items"], style, h["max_length"], stats)
         args = SFTConfig(**common, max_length=h["max_length"], completion_only_loss=True, packing=False)
-        return SFTTrainer(model=_causal_lm(model_dir), args=args, train_dataset=data, processing_class=tok,
-                          peft_config=_lora(cfg, "CAUSAL_LM"), callbacks=[callback]), tok
+        return SFTTrainer(model=causal_lm(model_dir), args=args, train_dataset=data, processing_class=tok,
+                          peft_config=lora_config(cfg, "CAUSAL_LM"), callbacks=[callback]), tok
     if method == "rm":
         import torch
         from transformers import AutoModelForSequenceClassification
@@ -376,15 +359,15 @@ def build_trainer(cfg: dict, out_dir: str, callback, world: int, stats: dict | N
         args = RewardConfig(**common, max_length=h["max_length"], remove_unused_columns=not encoder)
         return RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
                              data_collator=pair_preference_collator(tok.pad_token_id) if encoder else None,
-                             peft_config=_lora(cfg, "SEQ_CLS"), callbacks=[callback]), tok
+                             peft_config=lora_config(cfg, "SEQ_CLS"), callbacks=[callback]), tok
     if method == "dpo":
         from trl import DPOConfig
 
         tok = _tokenizer(model_dir, h["max_length"])
         data = dpo_dataset(tok, cfg["data"]["train_pairs"], style, h["max_length"], stats)
         args = DPOConfig(**common, max_length=h["max_length"], beta=h["dpo_beta"])
-        return pretokenized_dpo_trainer()(model=_causal_lm(model_dir), args=args, train_dataset=data,
-                                          processing_class=tok, peft_config=_lora(cfg, "CAUSAL_LM"),
+        return pretokenized_dpo_trainer()(model=causal_lm(model_dir), args=args, train_dataset=data,
+                                          processing_class=tok, peft_config=lora_config(cfg, "CAUSAL_LM"),
                                           callbacks=[callback]), tok
     if method in ("grpo", "rloo"):
         from datasets import Dataset
@@ -407,13 +390,13 @@ def build_trainer(cfg: dict, out_dir: str, callback, world: int, stats: dict | N
             from trl import GRPOConfig as Config, GRPOTrainer as Trainer
         else:
             from trl import RLOOConfig as Config, RLOOTrainer as Trainer
-        model = _causal_lm(model_dir)
+        model = causal_lm(model_dir)
         restrict_to_answers(model, tok, style)
         args = Config(**rl_common, num_generations=n, max_completion_length=h["rl_response_length"],
                       beta=0.0 if method == "grpo" else 0.05)
         trainer = encoded_prompts_trainer(Trainer, tok)(
             model=model, reward_funcs=relevance_reward, args=args, train_dataset=data, processing_class=tok,
-            peft_config=_lora(cfg, "CAUSAL_LM"), callbacks=[callback])
+            peft_config=lora_config(cfg, "CAUSAL_LM"), callbacks=[callback])
         if getattr(trainer, "ref_model", None) is not None:  # a separate KL reference (no LoRA): same two tokens
             restrict_to_answers(trainer.ref_model, tok, style)
         return trainer, tok
@@ -425,7 +408,9 @@ def build_trainer(cfg: dict, out_dir: str, callback, world: int, stats: dict | N
         from bench.r2r.student import build_student
 
         return build_student(cfg, common, callback, stats)
-    raise ValueError(f"unknown method {method!r}")
+    from bench.registry import lookup  # a method another package registers (entry point `rerank_bench.methods`)
+
+    return lookup("methods", method).build(cfg, common, callback, stats)
 
 
 def _ppo_trainer(cfg: dict, common: dict, callback, stats: dict):
@@ -460,7 +445,7 @@ def _ppo_trainer(cfg: dict, common: dict, callback, stats: dict):
                      response_length=h["rl_response_length"], num_sample_generations=0, num_ppo_epochs=1,
                      num_mini_batches=1, local_rollout_forward_batch_size=h["batch_size"], stop_token="eos",
                      missing_eos_penalty=None, kl_coef=0.05)
-    policy, reference = _causal_lm(model_dir), _causal_lm(model_dir)
+    policy, reference = causal_lm(model_dir), causal_lm(model_dir)
     for m in (policy, reference):  # the same two-token space for the policy and its KL reference
         restrict_to_answers(m, tok, style)
     # An explicit frozen reference model: trl's adapter-disabling path (ref_model=None with LoRA) reads
@@ -468,7 +453,7 @@ def _ppo_trainer(cfg: dict, common: dict, callback, stats: dict):
     trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=reference,
                          reward_model=reward_model, train_dataset=data, value_model=value_model,
                          eval_dataset=data.select(range(min(len(data), h["batch_size"]))),
-                         peft_config=_lora(cfg, "CAUSAL_LM"), callbacks=[callback])
+                         peft_config=lora_config(cfg, "CAUSAL_LM"), callbacks=[callback])
     return trainer, tok
 
 
@@ -519,7 +504,7 @@ def held_out_scores(cfg: dict, model, pairs: list[dict]):
     import numpy as np
 
     from bench.config import ScorerSpec
-    from bench.rerank.scorers import SCORER_KINDS, load_tokenizer
+    from bench.rerank.scorers import SCORER_KINDS
 
     if not pairs:
         return {}
@@ -765,8 +750,6 @@ def train_lane(config: dict) -> None:
             except Exception as e:  # noqa: BLE001 - a failed cell must not stop the lane
                 if world > 1:
                     raise  # ranks would disagree on where they are: let Ray Train restart the group
-                from bench.train.grid import one_line
-
                 progress["failed"][key] = one_line(e)
                 emit_event(kind="cell", cell=cfg["cell"], key=key, state="failed", error=progress["failed"][key])
                 tmp = progress_checkpoint(progress)

@@ -47,6 +47,7 @@ def faithfulness(spec_kwargs: dict, rows: list[dict], p) -> float:
     """Mean comprehensiveness@k (p = sigmoid(score)) over the given items: the explain stage's primary explainer
     once per item (`bench.explain.item.explain_one`)."""
     from bench.config import ScorerSpec
+    from bench.evaluate.explanations import sigmoid
     from bench.explain.config import ExplainConfig
     from bench.explain.item import explain_one
     from bench.rerank.scorers import build_scorer
@@ -61,7 +62,7 @@ def faithfulness(spec_kwargs: dict, rows: list[dict], p) -> float:
         res = explain_one(scorer, r["query"], r["text"], cfg, seed)
         if res.get("erasure"):
             e = res["erasure"][str(cfg.k)]
-            comps.append(float(1 / (1 + np.exp(-res["full_score"])) - 1 / (1 + np.exp(-e["removed"]))))
+            comps.append(float(sigmoid(res["full_score"]) - sigmoid(e["removed"])))
     return float(np.mean(comps)) if comps else float("nan")
 
 

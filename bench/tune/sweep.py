@@ -270,7 +270,7 @@ def trial_cell(config: dict, base: dict) -> dict:
     """The train stage's loop config for this trial: the base hyperparameters updated by the trial's, its seed
     and its subset of the training queries."""
     from bench.models import resolve_model
-    from bench.train.config import METHODS, Hyperparameters
+    from bench.train.config import Hyperparameters, method_info
 
     update = {k: config[k] for k in HYPER_NAMES if k in config}
     for k in ("epochs", "max_steps", "lora_r", "lora_alpha", "batch_size", "grad_accum", "warmup_steps"):
@@ -287,7 +287,7 @@ def trial_cell(config: dict, base: dict) -> dict:
     data = subset_training_data(base["data"], config.get("train_fraction"), config.get("train_queries"), seed)
     return {"cell": f"trial-{model}-{method}", "method": method, "model": model, "model_dir": resolve_model(model),
             "prompt": base["prompt"], "hyper": hyper.model_dump(), "seed": seed,
-            "scorer_kind": METHODS[method][2], "score_batch_size": base["score_batch_size"], "use_gpu": False,
+            "scorer_kind": method_info(method)[2], "score_batch_size": base["score_batch_size"], "use_gpu": False,
             "cpus_per_worker": base["threads"], "data": data, "deepspeed": None}
 
 

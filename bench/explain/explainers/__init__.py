@@ -9,10 +9,11 @@ lime, random. Listwise: `explain_ranking` (RankingSHAP). Metrics and their aggre
 `bench.evaluate.faithfulness`. Exact test cases: `bench.explain.ground_truth`.
 """
 from bench.explain.explainers.api import explain_pair, json_safe, run_explainer
-from bench.explain.explainers.base import Attribution, Explainer, ExplainerSpec, PairSettings, Unsupported
+from bench.explain.explainers.base import Attribution, Explainer, Unsupported
 from bench.explain.explainers.pair import ExplainedPair, WordGame, explained_pair
-from bench.explain.explainers.ranking import RankingSettings, explain_ranking
+from bench.explain.explainers.ranking import explain_ranking
 from bench.explain.explainers.registry import EXPLAINERS, LISTWISE, describe, get_explainer
+from bench.explain.settings import ExplainerSpec, PairSettings, RankingSettings
 
 __all__ = ["EXPLAINERS", "LISTWISE", "Attribution", "ExplainedPair", "Explainer", "ExplainerSpec", "PairSettings",
            "RankingSettings", "Unsupported", "WordGame", "describe", "explain_pair", "explain_ranking",

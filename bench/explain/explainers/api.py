@@ -15,9 +15,10 @@ from typing import Sequence
 import numpy as np
 
 from bench.evaluate import faithfulness as fm
-from bench.explain.explainers.base import ExplainerSpec, PairSettings, Unsupported
+from bench.explain.explainers.base import Unsupported
 from bench.explain.explainers.pair import ITEM, ExplainedPair, WordGame, explained_pair
 from bench.explain.explainers.registry import get_explainer
+from bench.explain.settings import ExplainerSpec, PairSettings
 
 log = logging.getLogger("bench")
 

@@ -1,6 +1,6 @@
 """Integrated gradients (Captum `LayerIntegratedGradients`) over the scorer's input embeddings.
 
-What is attributed: the scorer's own neuron (`_HFScorer.neuron`: the relevance log-odds, the
+What is attributed: the scorer's own neuron (`HFScorer.neuron`: the relevance log-odds, the
 reward or the cross-encoder logit; never a probability, as Captum's maintainers advise, captum
 issue 1178), on the pair exactly as ranked (the fitted prompt, tokenised as the scorer reads it).
 Baseline: the pad token's embedding at every position that belongs to a query or item word; the

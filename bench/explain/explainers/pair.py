@@ -11,13 +11,12 @@ explainer of a comparison: decoder LLMs have no mask token of their own).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
+from bench.explain.settings import Removal
 from bench.explain.words import Segmentation, compose, segment
 
-Removal = Literal["delete", "mask"]
 QUERY, ITEM = "query", "item"
 
 

@@ -20,26 +20,16 @@ from __future__ import annotations
 import string
 import time
 from dataclasses import asdict, dataclass
-from typing import Union
 
 import numpy as np
 
 from bench.evaluate.faithfulness import rank_similarity
 from bench.explain.explainers.api import json_safe
-from bench.explain.explainers.pair import ITEM, QUERY, Removal
+from bench.explain.explainers.pair import ITEM, QUERY
+from bench.explain.settings import RankingSettings, Removal
 from bench.explain.words import compose, segment
 
 _PUNCTUATION = string.punctuation + "“”‘’«»"
-
-
-@dataclass(frozen=True)
-class RankingSettings:
-    max_features: int = 16
-    nsamples: int = 256  # coalitions (shap enumerates all of them when 2^F - 2 <= nsamples)
-    l1_reg: Union[str, float] = "none"
-    removal: Removal = "delete"
-    mask_token: str = "_"
-    ks: tuple[int, ...] = (1, 3, 5)
 
 
 def word_type(word: str) -> str:
